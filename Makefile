@@ -1,0 +1,53 @@
+# Counterfeit: `make serve` serves the shipped model, `make test` runs the tests.
+# Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel; a CUDA machine can pass TORCH_SPEC='torch' to keep its own build.
+TORCH_SPEC ?= torch==2.13.0
+export COUNTERFEIT_DATA_DIR ?= $(abspath ../shared/data/mnist)
+
+.PHONY: help serve test test-slow lint data figure1 train clean
+
+help:
+	@echo "make serve      serve the shipped model on 127.0.0.1:3000"
+	@echo "make test       run the tests (creates .venv on first use)"
+	@echo "make test-slow  run the slow tests too"
+	@echo "make lint       ruff"
+	@echo "make data       download MNIST into data/mnist and check its sha256"
+	@echo "make figure1    redraw docs/figures/figure1.png"
+	@echo "make train RUN=runs/NAME [PRESET=mnist-paper]   train in the foreground"
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q '$(TORCH_SPEC)'
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $@
+
+serve:
+	@echo "The service does not exist yet (issue 5); nothing to serve." >&2; exit 1
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check training tests
+	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check training tests
+
+data: $(BIN)/.installed
+	$(BIN)/python -m training data --data-dir data/mnist
+
+figure1: $(BIN)/.installed
+	$(BIN)/python -m training figure1 --out docs/figures/figure1.png
+
+PRESET ?= mnist-paper
+RUN ?= runs/$(PRESET)
+train: $(BIN)/.installed
+	$(BIN)/python -m training train --preset $(PRESET) --out $(RUN)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Counterfeit's offline half: the 2014 GAN trained in PyTorch."""

@@ -1,0 +1,118 @@
+"""Command line: `python -m training {train,data,figure1} ...` (see --help of each)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from training.config import PRESETS, TrainConfig, preset, with_overrides
+
+# What may change when a run is resumed; anything else would make it a different run.
+RESUMABLE_FIELDS = {"epochs", "device", "threads", "log_every"}
+
+
+def _parse_field(kind: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        return lambda text: tuple(int(part) for part in text.split(",") if part)
+    if origin is typing.Literal or kind is str:
+        return str
+    return kind
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("config overrides (default: the preset's value)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind = hints[f.name]
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}",
+                           type=_parse_field(kind), default=None, metavar=f.name.upper(),
+                           help=f"(default {f.default})" if not isinstance(f.default, tuple)
+                           else f"comma-separated (default {','.join(map(str, f.default))})")
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {key[4:]: value for key, value in vars(args).items()
+            if key.startswith("cfg_") and value is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import train
+
+    out = Path(args.out)
+    overrides = overrides_from(args)
+    if args.resume:
+        frozen = set(overrides) - RESUMABLE_FIELDS
+        if frozen:
+            raise SystemExit(f"--resume keeps the run's config; only {sorted(RESUMABLE_FIELDS)} "
+                             f"may change, not {sorted(frozen)}")
+        config = with_overrides(TrainConfig.load(out / "config.json"), overrides)
+    else:
+        config = with_overrides(preset(args.preset), overrides)
+    result = train(config, out, data_dir=args.data_dir, resume=args.resume,
+                   max_steps=args.max_steps, progress=not args.no_progress)
+    if result.interrupted:
+        print(f"stopped at step {result.step}; checkpoint saved. Continue with: "
+              f"python -m training train --out {out} --resume", file=sys.stderr)
+        return 130 if args.max_steps is None else 0
+    print(f"done: {result.epoch} epochs, {result.step} iterations, {result.seconds:.0f} s, "
+          f"in {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from training.data import DEFAULT_MIRROR, download_mnist
+
+    for path in download_mnist(args.data_dir, args.base_url or DEFAULT_MIRROR):
+        print(f"ok  {path}")
+    return 0
+
+
+def cmd_figure1(args: argparse.Namespace) -> int:
+    from training.figure1 import make_figure1
+
+    path = make_figure1(Path(args.out), seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a GAN (Algorithm 1) into a run folder")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="mnist-paper")
+    p.add_argument("--out", required=True, help="run folder (checkpoint, metrics, samples)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST IDX folder (default: $COUNTERFEIT_DATA_DIR, ../shared/data/mnist)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop (with a checkpoint) after this many iterations in total")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("data", help="download the four MNIST files and check their sha256")
+    p.add_argument("--data-dir", default="data/mnist")
+    p.add_argument("--base-url", default=None, help="mirror to download from")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("figure1", help="reproduce the paper's Figure 1 on the 1-D toy")
+    p.add_argument("--out", default="docs/figures/figure1.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_figure1)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
