@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export COUNTERFEIT_DATA_DIR ?= $(abspath ../shared/data/mnist)
 
-.PHONY: help serve test test-slow lint data figure1 train clean
+.PHONY: help serve test test-slow lint data figure1 train classifier evaluate clean
 
 help:
 	@echo "make serve      serve the shipped model on 127.0.0.1:3000"
@@ -17,6 +17,8 @@ help:
 	@echo "make data       download MNIST into data/mnist and check its sha256"
 	@echo "make figure1    redraw docs/figures/figure1.png"
 	@echo "make train RUN=runs/NAME [PRESET=mnist-paper]   train in the foreground"
+	@echo "make evaluate RUN=runs/NAME   evaluate the run's best snapshot (--select)"
+	@echo "make classifier  retrain models/mnist-classifier (the evaluation's classifier)"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +50,12 @@ PRESET ?= mnist-paper
 RUN ?= runs/$(PRESET)
 train: $(BIN)/.installed
 	$(BIN)/python -m training train --preset $(PRESET) --out $(RUN)
+
+evaluate: $(BIN)/.installed
+	$(BIN)/python -m training evaluate $(RUN) --select
+
+classifier: $(BIN)/.installed
+	$(BIN)/python -m training classifier --out models/mnist-classifier
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Command line: `python -m training {train,data,figure1} ...` (see --help of each)."""
+"""Command line: `python -m training {train,evaluate,classifier,data,figure1} ...`
+(see --help of each)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,43 @@ def cmd_figure1(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from training.classifier import ClassifierConfig, train_classifier
+
+    card = train_classifier(Path(args.out), ClassifierConfig(epochs=args.epochs, seed=args.seed),
+                            data_dir=args.data_dir)
+    print(f"test accuracy {card['accuracy']['test']:.4f}; wrote {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.data import load_mnist
+    from training.evaluate import evaluate, load_generator, select_snapshot
+
+    path = Path(args.path)
+    mnist = load_mnist(args.data_dir)
+    validation_parzen = None
+    if args.select:
+        if not (path / "snapshots").is_dir():
+            raise ValueError("--select needs a run folder with snapshots/")
+        best, validation_parzen = select_snapshot(path, mnist)
+        print(f"selected {best} (cheap validation Parzen {max(validation_parzen.values()):.1f})")
+        source = load_generator(best)
+    else:
+        source = load_generator(path)
+    run = path if path.is_dir() else path.parent
+    out = Path(args.out) if args.out else run / "evaluation"
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    report = evaluate(source, out, mnist, classifier_dir=Path(args.classifier), seeds=seeds,
+                      n_samples=args.n_samples, metrics_file=run / "metrics.jsonl",
+                      validation_parzen=validation_parzen)
+    p = report["parzen"]
+    print(f"Parzen LL {p['ll']:.1f} ± {p['se']:.1f} (σ {p['sigma']:.3f}; real-data ceiling "
+          f"{p['ceiling_real_train_images']['ll']:.1f}) in {report['seconds']} s; "
+          f"report in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +143,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/figures/figure1.png")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_figure1)
+
+    p = sub.add_parser("evaluate", help="Parzen LL, classifier scores, memorisation, figures")
+    p.add_argument("path", help="run folder, checkpoint, snapshot, generator.onnx or model folder")
+    p.add_argument("--out", default=None, help="report folder (default: PATH's run/evaluation)")
+    p.add_argument("--select", action="store_true",
+                   help="pick the run's snapshot with the best validation Parzen first")
+    p.add_argument("--seeds", default="0,1,2", help="sample seeds for the Parzen estimate")
+    p.add_argument("--n-samples", type=int, default=10_000)
+    p.add_argument("--classifier", default=str(Path(__file__).resolve().parent.parent
+                                               / "models" / "mnist-classifier"))
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("classifier", help="train and export the evaluation's MNIST classifier")
+    p.add_argument("--out", default="models/mnist-classifier")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_classifier)
 
     args = parser.parse_args(argv)
     try:
