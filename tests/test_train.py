@@ -67,7 +67,8 @@ def test_run_folder_contents(tmp_path: Path) -> None:
     assert TrainConfig.load(tmp_path / "config.json") == config
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
         "epoch-0001.png", "epoch-0002.png", "epoch-0003.png"]
-    assert [p.name for p in (tmp_path / "snapshots").iterdir()] == ["generator-epoch-0002.pt"]
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "discriminator-epoch-0002.pt", "generator-epoch-0002.pt"]
     lines = [json.loads(line) for line in (tmp_path / METRICS).open()]
     train_lines = [line for line in lines if "event" not in line]
     assert {"d_loss", "g_loss", "d_real", "d_fake", "lr", "momentum", "step"} <= set(

@@ -2,8 +2,8 @@
 
 A run folder holds `config.json`, `checkpoint.pt` (everything needed to resume: nets,
 optimisers, RNG state, step), `metrics.jsonl`, `samples/epoch-NNNN.png` and, every
-`snapshot_every` epochs, `snapshots/generator-epoch-NNNN.pt`. Resuming from a checkpoint
-(written every epoch and on Ctrl-C) gives the same parameters as never stopping: the
+`snapshot_every` epochs, `snapshots/{generator,discriminator}-epoch-NNNN.pt`. Resuming from
+a checkpoint (written every epoch and on Ctrl-C) gives the same parameters as never stopping: the
 data order of each epoch comes from (seed, epoch) and the noise and dropout from the
 global torch RNG, whose state the checkpoint keeps.
 """
@@ -294,9 +294,10 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
                 save_samples(out / "samples" / f"epoch-{epoch:04d}.png", g, fixed_z, config,
                              f"epoch {epoch}")
                 if config.snapshot_every and epoch % config.snapshot_every == 0:
-                    snapshot = out / "snapshots" / f"generator-epoch-{epoch:04d}.pt"
-                    snapshot.parent.mkdir(exist_ok=True)
-                    torch.save(g.state_dict(), snapshot)
+                    (out / "snapshots").mkdir(exist_ok=True)
+                    for net, module in (("generator", g), ("discriminator", d)):
+                        torch.save(module.state_dict(),
+                                   out / "snapshots" / f"{net}-epoch-{epoch:04d}.pt")
                 if progress:
                     print(f"epoch {epoch}/{config.epochs}: {seconds_per_iter * 1e3:.1f} "
                           f"ms/iteration, D(x) {stats['d_real']:.3f}, "
