@@ -16,3 +16,21 @@ def mnist_dir() -> Path:
         pytest.skip(f"MNIST not found in {folder}: run `make data` and set "
                     "COUNTERFEIT_DATA_DIR=data/mnist, or put ../shared/data/mnist beside the repo")
     return folder
+
+
+# a small G and D on a 2,000-image slice of MNIST: seconds, not hours
+TINY_MNIST = {"g_hidden": (32,), "d_units": (16,), "d_pieces": 2, "epochs": 2, "log_every": 10,
+              "snapshot_every": 1}
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-epoch run folder with snapshots of both epochs."""
+    from training.config import preset, with_overrides
+    from training.data import load_mnist
+    from training.train import train
+
+    out = tmp_path_factory.mktemp("tiny-mnist-run")
+    config = with_overrides(preset("mnist-paper"), TINY_MNIST)
+    train(config, out, data=load_mnist(mnist_dir).train.images[:2000], progress=False)
+    return out

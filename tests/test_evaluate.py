@@ -15,10 +15,13 @@ from training.data import load_mnist
 from training.evaluate import evaluate, load_generator
 from training.networks import build_networks
 from training.onnx_export import export_onnx
-from training.train import train
 
-TINY = {"g_hidden": (32,), "d_units": (16,), "d_pieces": 2, "epochs": 2, "log_every": 10,
-        "snapshot_every": 1}
+from .conftest import TINY_MNIST
+
+
+@pytest.fixture(scope="module")
+def run(tiny_mnist_run: Path) -> Path:
+    return tiny_mnist_run
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +29,10 @@ def mnist(mnist_dir: Path):
     return load_mnist(mnist_dir)
 
 
-@pytest.fixture(scope="module")
-def run(mnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two short epochs of a small G on a 2,000-image slice of MNIST."""
-    out = tmp_path_factory.mktemp("run")
-    config = with_overrides(preset("mnist-paper"), TINY)
-    train(config, out, data=mnist.train.images[:2000], progress=False)
-    return out
-
-
 def test_checkpoint_snapshot_and_onnx_give_the_same_images(run: Path, tmp_path: Path) -> None:
     from_checkpoint = load_generator(run)
     snapshot = load_generator(run / "snapshots" / "generator-epoch-0002.pt")
-    config = with_overrides(preset("mnist-paper"), TINY)
+    config = with_overrides(preset("mnist-paper"), TINY_MNIST)
     g, _ = build_networks(config)
     g.load_state_dict(torch.load(run / "snapshots" / "generator-epoch-0002.pt"))
     onnx_path = export_onnx(g, torch.zeros(2, 100), tmp_path / "generator.onnx", "z", ["x"])

@@ -1,10 +1,11 @@
-"""Command line: `python -m training {train,evaluate,classifier,data,figure1} ...`
+"""Command line: `python -m training {train,evaluate,export,classifier,data,figure1} ...`
 (see --help of each)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
 from pathlib import Path
@@ -118,6 +119,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export_model
+
+    folder = export_model(args.run, args.name, models_dir=Path(args.models_dir),
+                          epoch=args.epoch, select=args.select,
+                          run_evaluation=not args.no_evaluate, data_dir=args.data_dir)
+    card = json.loads((folder / "model.json").read_text())
+    parzen = card["evaluation"].get("parzen")
+    summary = f"; Parzen LL {parzen['ll']:.1f} ± {parzen['se']:.1f}" if parzen else ""
+    print(f"wrote {folder} ({card['version']}){summary}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +169,18 @@ def main(argv: list[str] | None = None) -> int:
                                                / "models" / "mnist-classifier"))
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write models/NAME: G and D as ONNX, card, evaluation")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--name", required=True, help="model name, e.g. mnist-mlp")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--epoch", type=int, default=None, help="export this epoch's snapshot")
+    which.add_argument("--select", action="store_true",
+                       help="export the snapshot with the best validation Parzen")
+    p.add_argument("--models-dir", default=str(Path(__file__).resolve().parent.parent / "models"))
+    p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("classifier", help="train and export the evaluation's MNIST classifier")
     p.add_argument("--out", default="models/mnist-classifier")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import onnx
@@ -15,10 +17,12 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
     """Write `module` (in eval mode) to `path`; no `.onnx.data` sidecar; checked by onnx."""
     module = module.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        module, (example,), str(path), input_names=[input_name], output_names=output_names,
-        opset_version=OPSET, dynamo=True, external_data=False, optimize=True,
-        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every pass
+        torch.onnx.export(
+            module, (example,), str(path), input_names=[input_name],
+            output_names=output_names,
+            opset_version=OPSET, dynamo=True, external_data=False, optimize=True,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+        )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path

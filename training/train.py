@@ -162,6 +162,7 @@ def save_checkpoint(path: Path, g: Generator, d: Discriminator, opt_g: torch.opt
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "step": step,
         "seconds": seconds,
+        "device": str(next(g.parameters()).device),
         "config": config.to_dict(),
         "torch": torch.__version__,
     }
@@ -289,6 +290,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
                 seconds_per_iter = (time.perf_counter() - epoch_started) / max(iters, 1)
                 metrics.write(json.dumps({"event": "epoch", "epoch": epoch, "step": step,
                                           "seconds": round(elapsed(), 3),
+                                          "device": str(device),
                                           "seconds_per_iteration": seconds_per_iter}) + "\n")
                 metrics.flush()
                 save_samples(out / "samples" / f"epoch-{epoch:04d}.png", g, fixed_z, config,
