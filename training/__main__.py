@@ -1,4 +1,4 @@
-"""Command line: `python -m training {train,evaluate,export,classifier,data,figure1} ...`
+"""Command line: `python -m training {train,evaluate,export,ablation,classifier,data,figure1} ...`
 (see --help of each)."""
 
 from __future__ import annotations
@@ -132,6 +132,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from training.ablation import run_ablation
+
+    table = run_ablation(Path(args.out), args.epochs, data_dir=args.data_dir,
+                         threads=args.threads)
+    print(table.read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("ablation", help="update scheme x G loss, same epochs, evaluated")
+    p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("classifier", help="train and export the evaluation's MNIST classifier")
     p.add_argument("--out", default="models/mnist-classifier")

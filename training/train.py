@@ -280,7 +280,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
                     metrics.flush()
                     window.clear()
                     bar.set_postfix(d_loss=f"{line['d_loss']:.3f}", g_loss=f"{line['g_loss']:.3f}",
-                                    D_x=f"{line['d_real']:.2f}", D_Gz=f"{line['d_fake']:.2f}")
+                                    D_x=f"{line['d_real']:.2f}", D_Gz=f"{line['d_fake']:.2f}",
+                                    refresh=False)  # the bar redraws at its own pace
                 if flag["stop"] or (max_steps is not None and step >= max_steps):
                     interrupted = True
                     break
