@@ -30,17 +30,21 @@ ROWS = {
 
 
 def run_ablation(out: Path, epochs: int, data_dir: str | Path | None = None,
-                 threads: int = 0, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
+                 threads: int = 0, base: dict | None = None,
+                 evaluation: dict | None = None) -> Path:
+    """Train and evaluate each row into out/<row>; `base` overrides the mnist-paper preset
+    and `evaluation` the arguments of `evaluate` (both for quick checks)."""
     mnist = load_mnist(data_dir)
     results = {}
     for label, overrides in ROWS.items():
         folder = out / label.replace(", ", "-")
-        config = with_overrides(preset("mnist-paper"), {**overrides, "epochs": epochs,
-                                                       "threads": threads, "snapshot_every": 0})
+        config = with_overrides(preset("mnist-paper"), {**(base or {}), **overrides,
+                                                       "epochs": epochs, "threads": threads,
+                                                       "snapshot_every": 0})
         resume = (folder / "checkpoint.pt").exists()
         result = train(config, folder, data=mnist.train.images, resume=resume)
-        report = evaluate(load_generator(folder), folder / "evaluation", mnist, seeds=seeds,
-                          metrics_file=folder / METRICS)
+        report = evaluate(load_generator(folder), folder / "evaluation", mnist,
+                          metrics_file=folder / METRICS, **(evaluation or {}))
         results[label] = {"folder": folder, "seconds": result.seconds, "report": report}
     table = render_table(results, epochs)
     (out / "ablation.md").write_text(table)
