@@ -152,3 +152,37 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
     assert "--resume" in err
     state = load_checkpoint(tmp_path / CHECKPOINT)
     assert state["step"] >= 1
+
+
+def test_cuda_asked_for_without_a_gpu_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the error path cannot be reached")
+    from training.train import pick_device
+
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        pick_device("cuda")
+    assert pick_device("auto").type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none here")
+def test_training_runs_and_resumes_on_cuda(tmp_path: Path) -> None:
+    config = tiny(device="cuda")
+    whole = train(config, tmp_path / "whole", progress=False)
+    train(config, tmp_path / "split", max_steps=50, progress=False)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "whole" / CHECKPOINT)["device"].startswith("cuda")
+    a, b = params(tmp_path / "whole"), params(tmp_path / "split")
+    for key in a:  # cuBLAS may reorder sums between runs: equal up to float rounding
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    assert whole.step == 3 * iterations_per_epoch(config, config.toy_size)
+
+
+def test_figure1_command_draws_the_four_stages(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from training.figure1 import make_figure1
+
+    path = make_figure1(tmp_path / "figure1.png", early_steps=5, d_steps=5, g_steps=2,
+                        late_steps=5)
+    with Image.open(path) as image:
+        assert image.size == (1600, 380)
