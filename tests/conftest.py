@@ -34,3 +34,13 @@ def tiny_mnist_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     config = with_overrides(preset("mnist-paper"), TINY_MNIST)
     train(config, out, data=load_mnist(mnist_dir).train.images[:2000], progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tiny_mnist_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding one small exported model, `tiny`."""
+    from training.export import export_model
+
+    models = tmp_path_factory.mktemp("models")
+    export_model(tiny_mnist_run, "tiny", models_dir=models, epoch=2, run_evaluation=False)
+    return models

@@ -1,0 +1,92 @@
+"""The service's runtime: model checks at load, the seed contract, provider choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.onnx_runtime import (
+    DeviceError,
+    ModelError,
+    choose_providers,
+    gpu_present,
+    load_models,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def models_copy(tiny_models_dir: Path, tmp_path: Path) -> Path:
+    shutil.copytree(tiny_models_dir, tmp_path / "models")
+    return tmp_path / "models"
+
+
+def test_service_runtime_never_imports_torch() -> None:
+    code = "import sys, service.onnx_runtime; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_loads_and_keeps_the_seed_contract(tiny_models_dir: Path) -> None:
+    models = load_models(tiny_models_dir, device="cpu")
+    model = models["tiny"]
+    assert model.provider == "CPUExecutionProvider"
+    z = model.latents(5, seed=7)
+    expected = np.random.default_rng(7).uniform(-np.sqrt(3), np.sqrt(3), (5, 100))
+    np.testing.assert_array_equal(z, expected.astype(np.float32))
+    images = model.generate(z)
+    assert images.shape == (5, 28, 28) and images.dtype == np.float32
+    assert 0 <= images.min() and images.max() <= 1
+    # batching does not change a row: rows of one call equal separate calls
+    np.testing.assert_allclose(model.generate(z[2:3])[0], images[2], atol=1e-6)
+    assert model.logits(images).shape == (5,)
+
+
+def _corrupt(models: Path, name: str) -> None:
+    raw = bytearray((models / "tiny" / name).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (models / "tiny" / name).write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda m: (m / "tiny" / "generator.onnx").unlink(), "generator.onnx: missing"),
+    (lambda m: _corrupt(m, "discriminator.onnx"), "discriminator.onnx: sha256 .* does not match"),
+    (lambda m: (m / "tiny" / "generator.onnx").write_bytes(b""), "generator.onnx: sha256"),
+    (lambda m: (m / "tiny" / "model.json").write_text("{not json"), "model.json: not a readable"),
+])
+def test_a_damaged_model_stops_loading_naming_the_file(models_copy: Path, damage,
+                                                       message: str) -> None:
+    damage(models_copy)
+    with pytest.raises(ModelError, match=message):
+        load_models(models_copy, device="cpu")
+
+
+def test_a_card_that_does_not_match_the_graph_is_refused(models_copy: Path) -> None:
+    card_path = models_copy / "tiny" / "model.json"
+    card = json.loads(card_path.read_text())
+    card["latent"]["dim"] = 64  # the graph takes 100
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="input 'z' has shape .* expected \\[batch, 64\\]"):
+        load_models(models_copy, device="cpu")
+
+
+def test_an_empty_models_folder_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no model folder with a generator"):
+        load_models(tmp_path, device="cpu")
+
+
+def test_device_setting() -> None:
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(DeviceError, match="auto, cpu or cuda"):
+        choose_providers("tpu")
+    if gpu_present():
+        pytest.skip("a GPU is present: the no-GPU paths cannot be reached")
+    assert choose_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(DeviceError, match="no NVIDIA device"):
+        choose_providers("cuda")
