@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from service.latent_paths import lerp, slerp
 from training.class_coverage import class_coverage, inception_score
 from training.frechet import frechet_between, frechet_distance
-from training.interpolation import lerp, slerp
 from training.memorisation import memorisation_check, nearest_neighbours
 from training.parzen import parzen_log_likelihoods, parzen_protocol
 

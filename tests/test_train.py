@@ -186,3 +186,13 @@ def test_figure1_command_draws_the_four_stages(tmp_path: Path) -> None:
                         late_steps=5)
     with Image.open(path) as image:
         assert image.size == (1600, 380)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint(
+        tmp_path: Path) -> None:
+    from training.train import TrainingDiverged
+
+    config = tiny(lr=1e30, lr_decay=1.0)  # absurd steps: the weights overflow at once
+    with pytest.raises(TrainingDiverged, match="diverged at iteration"):
+        train(config, tmp_path, progress=False)
+    assert not (tmp_path / CHECKPOINT).exists()  # nothing non-finite was saved

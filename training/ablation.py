@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from training.config import preset, with_overrides  # noqa: E402
 from training.data import load_mnist  # noqa: E402
 from training.evaluate import evaluate, load_generator  # noqa: E402
-from training.train import METRICS, train  # noqa: E402
+from training.train import METRICS, TrainingDiverged, train  # noqa: E402
 
 ROWS = {
     "alternating, non-saturating": {"update_scheme": "alternating", "g_loss": "non-saturating"},
@@ -41,8 +41,18 @@ def run_ablation(out: Path, epochs: int, data_dir: str | Path | None = None,
         config = with_overrides(preset("mnist-paper"), {**(base or {}), **overrides,
                                                        "epochs": epochs, "threads": threads,
                                                        "snapshot_every": 0})
+        if (folder / "diverged.json").exists():  # a rerun keeps the finding
+            results[label] = {"folder": folder, **json.loads((folder / "diverged.json")
+                                                             .read_text())}
+            continue
         resume = (folder / "checkpoint.pt").exists()
-        result = train(config, folder, data=mnist.train.images, resume=resume)
+        try:
+            result = train(config, folder, data=mnist.train.images, resume=resume)
+        except TrainingDiverged as err:
+            results[label] = {"seconds": None, "diverged_at": err.step, "message": str(err)}
+            (folder / "diverged.json").write_text(json.dumps(results[label]) + "\n")
+            results[label]["folder"] = folder
+            continue
         report = evaluate(load_generator(folder), folder / "evaluation", mnist,
                           metrics_file=folder / METRICS, **(evaluation or {}))
         results[label] = {"folder": folder, "seconds": result.seconds, "report": report}
@@ -57,6 +67,10 @@ def render_table(results: dict, epochs: int) -> str:
              "classes ≥ 5% | IS | final mean D(G(z)) | train s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, r in results.items():
+        if "diverged_at" in r:
+            lines.append(f"| {label} | diverged (non-finite loss) at iteration "
+                         f"{r['diverged_at']} | – | – | – | – | – |")
+            continue
         rep = r["report"]
         last = _train_lines(r["folder"] / METRICS)[-1]
         lines.append(

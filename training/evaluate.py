@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from service.latent_paths import lerp, slerp
 from training.class_coverage import class_coverage, inception_score, softmax
 from training.classifier import DEFAULT_DIR as CLASSIFIER_DIR
 from training.classifier import classify, load_classifier
@@ -25,7 +26,6 @@ from training.config import TrainConfig
 from training.data import MNIST
 from training.figures import figure2, figure3, training_curves
 from training.frechet import frechet_between
-from training.interpolation import lerp, slerp
 from training.memorisation import memorisation_check, nearest_neighbours
 from training.networks import SQRT3, build_networks
 from training.onnx_models import cpu_session, run_batched

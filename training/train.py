@@ -11,6 +11,7 @@ global torch RNG, whose state the checkpoint keeps.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -36,6 +37,15 @@ from training.toy_plots import plot_toy_samples
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 N_FIXED_SAMPLES = {True: 100, False: 2000}  # a 10x10 grid of images, or a toy scatter
+
+
+class TrainingDiverged(RuntimeError):
+    """The losses stopped being finite; the last checkpoint (from before) is kept."""
+
+    def __init__(self, step: int, stats: dict[str, float]) -> None:
+        super().__init__(f"training diverged at iteration {step}: {stats}; the checkpoint "
+                         "of the last finished epoch is kept")
+        self.step = step
 
 
 @dataclass
@@ -270,6 +280,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
                 else:
                     stats = simultaneous_iteration(g, d, opt_g, opt_d, real[0], config)
                 step += 1
+                if not all(math.isfinite(v) for v in stats.values()):
+                    raise TrainingDiverged(step, stats)
                 for key, value in stats.items():
                     window.setdefault(key, []).append(value)
                 if step % config.log_every == 0:

@@ -1,4 +1,5 @@
-"""Paths in latent space between two codes (the paper's Figure 3). numpy only."""
+"""Paths in latent space between two codes (the paper's Figure 3). numpy only: the service
+serves them (/interpolate) and the evaluation draws them with the same code."""
 
 from __future__ import annotations
 

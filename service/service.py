@@ -1,0 +1,183 @@
+"""The HTTP surface of Counterfeit (DESIGN.md, "HTTP contract"): BentoML over the
+onnxruntime runtime in `onnx_runtime.py`. Every API is `POST /<name>` with a JSON body;
+every error is a 4xx `{"error", "field"}`."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from bentoml.validators import ContentType
+from starlette.responses import JSONResponse, Response
+
+from service import metrics
+from service.http_guard import HttpGuard
+from service.images import decode_upload, encode_npy, encode_png_grid
+from service.latent_paths import lerp, slerp
+from service.onnx_runtime import Model, load_models, settings_threads
+from service.request_errors import RequestError
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_DIR = Path(os.environ.get("COUNTERFEIT_MODELS_DIR", REPO / "models"))
+DEVICE = os.environ.get("COUNTERFEIT_DEVICE", "auto")
+MAX_BODY_BYTES = int(os.environ.get("COUNTERFEIT_MAX_BODY_BYTES", 8 * 1024 * 1024))
+WORKERS = int(os.environ.get("COUNTERFEIT_WORKERS", 1))
+MAX_SAMPLES = 1024
+MAX_STEPS = 256
+MAX_SEED = 2**63 - 1
+
+
+def _error(ctx: bentoml.Context, err: RequestError) -> JSONResponse:
+    ctx.response.status_code = err.status  # BentoML applies ctx's status to any response
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+def _check_int(field: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(field, f"must be an integer in [{low}, {high}]")
+    if not low <= value <= high:
+        raise RequestError(field, f"must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _check_format(value: str) -> str:
+    if value not in ("png", "npy"):
+        raise RequestError("format", f"must be 'png' or 'npy', got {value!r}")
+    return value
+
+
+def _image_response(images: np.ndarray, fmt: str, seed: int | None,
+                    ctx: bentoml.Context) -> Response:
+    headers = {"X-Seed": str(seed)} if seed is not None else {}
+    ctx.response.status_code = 200
+    if fmt == "npy":
+        return Response(encode_npy(images.astype(np.float32)),
+                        media_type="application/octet-stream", headers=headers)
+    return Response(encode_png_grid(images), media_type="image/png", headers=headers)
+
+
+@bentoml.service(name="counterfeit", workers=WORKERS, threads=4,
+                 traffic={"timeout": 300}, metrics={"enabled": True})
+class Counterfeit:
+    def __init__(self) -> None:
+        self.models: dict[str, Model] = load_models(MODELS_DIR, DEVICE,
+                                                    threads=settings_threads(WORKERS))
+        default = os.environ.get("COUNTERFEIT_DEFAULT_MODEL") or sorted(self.models)[0]
+        if default not in self.models:
+            raise RuntimeError(f"COUNTERFEIT_DEFAULT_MODEL={default!r} is not among the "
+                               f"loaded models {sorted(self.models)}")
+        self.default = default
+        for m in self.models.values():
+            metrics.MODEL_INFO.labels(m.name, m.provider,
+                                      m.card["files"]["generator.onnx"]["sha256"]).set(1)
+
+    def __is_ready__(self) -> bool:
+        return bool(self.models)
+
+    def _model(self, name: str | None) -> Model:
+        if name is None:
+            return self.models[self.default]
+        if name not in self.models:
+            raise RequestError("model", f"unknown model; loaded: {sorted(self.models)}", 404)
+        return self.models[name]
+
+    def _generate(self, model: Model, z: np.ndarray, endpoint: str) -> np.ndarray:
+        started = time.perf_counter()
+        images = model.generate(z)
+        metrics.INFERENCE_SECONDS.labels(model.name, "generator", model.provider).observe(
+            time.perf_counter() - started)
+        metrics.INFERENCE_BATCH_ROWS.labels(model.name, "generator").observe(len(z))
+        metrics.IMAGES_GENERATED.labels(model.name, endpoint).inc(len(z))
+        return images
+
+    @bentoml.api(route="/sample")
+    def sample(self, ctx: bentoml.Context, n: int = 16, seed: int | None = None,
+               format: str = "png", model: str | None = None
+               ) -> Annotated[bytes, ContentType("image/png")]:
+        """`n` images from G. With a `seed` the latents are
+        default_rng(seed).uniform(low, high, (n, dim)); the seed used is in `X-Seed`."""
+        try:
+            m = self._model(model)
+            n = _check_int("n", n, 1, MAX_SAMPLES)
+            fmt = _check_format(format)
+            if seed is None:
+                seed = int(np.random.default_rng().integers(0, 2**31))
+            seed = _check_int("seed", seed, 0, MAX_SEED)
+            images = self._generate(m, m.latents(n, seed), "sample")
+            return _image_response(images, fmt, seed, ctx)
+        except RequestError as err:
+            return _error(ctx, err)
+
+    @bentoml.api(route="/interpolate")
+    def interpolate(self, ctx: bentoml.Context, seed_start: int | None = None,
+                    seed_end: int | None = None, z_start: list[float] | None = None,
+                    z_end: list[float] | None = None, steps: int = 10,
+                    method: str = "linear", format: str = "png", model: str | None = None
+                    ) -> Annotated[bytes, ContentType("image/png")]:
+        """Images along a path in latent space from one end to the other, both included."""
+        try:
+            m = self._model(model)
+            steps = _check_int("steps", steps, 2, MAX_STEPS)
+            fmt = _check_format(format)
+            if method not in ("linear", "slerp"):
+                raise RequestError("method", f"must be 'linear' or 'slerp', got {method!r}")
+            ends = [self._endpoint(m, "start", seed_start, z_start),
+                    self._endpoint(m, "end", seed_end, z_end)]
+            path = (lerp if method == "linear" else slerp)(ends[0], ends[1], steps)
+            return _image_response(self._generate(m, path, "interpolate"), fmt, None, ctx)
+        except RequestError as err:
+            return _error(ctx, err)
+
+    @staticmethod
+    def _endpoint(m: Model, which: str, seed: int | None, z: list[float] | None) -> np.ndarray:
+        if (seed is None) == (z is None):
+            raise RequestError(f"seed_{which}", f"give exactly one of seed_{which} and "
+                               f"z_{which}")
+        if seed is not None:
+            return m.latents(1, _check_int(f"seed_{which}", seed, 0, MAX_SEED))[0]
+        vector = np.asarray(z, dtype=np.float64)
+        if vector.shape != (m.latent_dim,):
+            raise RequestError(f"z_{which}", f"must be a list of {m.latent_dim} numbers, got "
+                               f"{vector.size}")
+        if not np.isfinite(vector).all() or np.abs(vector).max() > 1e3:
+            raise RequestError(f"z_{which}", "values must be finite and within ±1000")
+        return vector.astype(np.float32)
+
+    @bentoml.api(route="/score")
+    def score(self, ctx: bentoml.Context, file: Path, model: str | None = None) -> dict:
+        """D(x) for each uploaded image: a .npy of (n, 28, 28) or (n, 784), float in
+        [0, 1] or uint8, or one 28 x 28 grey PNG."""
+        try:
+            m = self._model(model)
+            if not isinstance(file, Path) or not file.is_file():
+                raise RequestError("file", "upload a file (multipart form field 'file')")
+            if file.stat().st_size > MAX_BODY_BYTES:
+                raise RequestError("file", f"over {MAX_BODY_BYTES} bytes", 413)
+            x = decode_upload(file.read_bytes())
+            started = time.perf_counter()
+            logits = m.logits(x)
+            metrics.INFERENCE_SECONDS.labels(m.name, "discriminator", m.provider).observe(
+                time.perf_counter() - started)
+            metrics.INFERENCE_BATCH_ROWS.labels(m.name, "discriminator").observe(len(x))
+            scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+            metrics.IMAGES_SCORED.labels(m.name).inc(len(x))
+            for s in scores:
+                metrics.DISCRIMINATOR_SCORE.labels(m.name).observe(float(s))
+            return {"model": m.name, "scores": scores.tolist(), "logits": logits.tolist()}
+        except RequestError as err:
+            return _error(ctx, err)
+
+    @bentoml.api(route="/models")
+    def list_models(self) -> dict:
+        """The model card of every loaded model, with the execution provider in use."""
+        return {"default": self.default,
+                "models": {name: {**m.card, "provider": m.provider}
+                           for name, m in self.models.items()}}
+
+
+Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=MAX_BODY_BYTES,
+                                file_routes={"/score": "file"})

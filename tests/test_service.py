@@ -1,0 +1,219 @@
+"""The HTTP surface, in-process (BentoML's ASGI app under starlette's TestClient)."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.onnx_runtime import load_models
+
+
+@pytest.fixture(scope="module")
+def client(tiny_models_dir: Path) -> Iterator:
+    # the metrics must know their folder before prometheus_client is first used
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp())
+    os.environ["COUNTERFEIT_MODELS_DIR"] = str(tiny_models_dir)
+    os.environ["COUNTERFEIT_MAX_BODY_BYTES"] = str(1024 * 1024)
+    from starlette.testclient import TestClient
+
+    import service.service as module
+
+    module = importlib.reload(module)  # read the settings above
+    with TestClient(module.Counterfeit.to_asgi()) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models_dir: Path):
+    return load_models(tiny_models_dir, device="cpu")["tiny"]
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_seeded_sample_is_g_of_the_contract_latents(client, model) -> None:
+    r = client.post("/sample", json={"n": 7, "seed": 42, "format": "npy"})
+    assert r.status_code == 200 and r.headers["x-seed"] == "42"
+    images = np.load(io.BytesIO(r.content), allow_pickle=False)
+    assert images.shape == (7, 28, 28) and images.dtype == np.float32
+    np.testing.assert_allclose(images, model.generate(model.latents(7, 42)), atol=1e-5)
+
+
+def test_unseeded_sample_reports_its_seed_and_png_is_a_grid(client, model) -> None:
+    r = client.post("/sample", json={"n": 16})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    seed = int(r.headers["x-seed"])
+    with Image.open(io.BytesIO(r.content)) as picture:
+        assert picture.size == (2 * (4 * 30 + 2), 2 * (4 * 30 + 2))
+    again = client.post("/sample", json={"n": 16, "seed": seed})
+    assert again.content == r.content
+
+
+def test_interpolation_ends_at_both_endpoints(client, model) -> None:
+    for method in ("linear", "slerp"):
+        r = client.post("/interpolate", json={"seed_start": 1, "seed_end": 2, "steps": 5,
+                                              "method": method, "format": "npy"})
+        assert r.status_code == 200
+        path = np.load(io.BytesIO(r.content))
+        assert path.shape == (5, 28, 28)
+        np.testing.assert_allclose(path[0], model.generate(model.latents(1, 1))[0], atol=1e-5)
+        np.testing.assert_allclose(path[-1], model.generate(model.latents(1, 2))[0], atol=1e-5)
+    z = [0.5] * 100
+    r = client.post("/interpolate", json={"z_start": z, "seed_end": 3, "format": "npy"})
+    assert r.status_code == 200 and np.load(io.BytesIO(r.content)).shape == (10, 28, 28)
+
+
+def test_score_npy_float_uint8_and_png(client, model) -> None:
+    images = model.generate(model.latents(3, 0))
+    expected = 1 / (1 + np.exp(-model.logits(images)))
+    for payload in (npy(images), npy(images.reshape(3, 784).astype(np.float64))):
+        r = client.post("/score", files={"file": ("x.npy", payload)})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["scores"], expected, atol=1e-5)
+    as_uint8 = np.round(images * 255).astype(np.uint8)
+    r = client.post("/score", files={"file": ("x.npy", npy(as_uint8))})
+    assert r.status_code == 200 and len(r.json()["scores"]) == 3
+    png = io.BytesIO()
+    Image.fromarray(as_uint8[0], "L").save(png, format="PNG")
+    r = client.post("/score", files={"file": ("x.png", png.getvalue())})
+    assert r.status_code == 200 and r.json()["model"] == "tiny"
+    assert r.json()["scores"][0] == pytest.approx(
+        1 / (1 + np.exp(-model.logits(as_uint8[:1] / 255.0)[0])), abs=1e-5)
+
+
+def test_models_lists_cards_with_the_provider(client) -> None:
+    r = client.post("/models", json={})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["default"] == "tiny"
+    assert body["models"]["tiny"]["provider"] == "CPUExecutionProvider"
+    assert body["models"]["tiny"]["latent"]["dim"] == 100
+
+
+def _png(size: tuple[int, int], mode: str = "L") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid 28x28 PNG whose header claims another size (a decompression bomb)."""
+    import struct
+    import zlib
+
+    raw = bytearray(_png((28, 28)))
+    ihdr = raw[12:29]  # chunk type + 13 bytes of data
+    ihdr[4:12] = struct.pack(">II", width, height)
+    raw[12:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    return bytes(raw)
+
+
+BAD_JSON = [
+    ("/sample", {"n": 0}, 400, "n"),
+    ("/sample", {"n": 1025}, 400, "n"),
+    ("/sample", {"n": "many"}, 400, "n"),
+    ("/sample", {"seed": -1}, 400, "seed"),
+    ("/sample", {"format": "gif"}, 400, "format"),
+    ("/sample", {"model": "../../etc/passwd"}, 404, "model"),
+    ("/interpolate", {"seed_start": 1}, 400, "seed_end"),
+    ("/interpolate", {"seed_start": 1, "z_start": [0.0] * 100, "seed_end": 2}, 400,
+     "seed_start"),
+    ("/interpolate", {"z_start": [0.0] * 3, "seed_end": 2}, 400, "z_start"),
+    ("/interpolate", {"z_start": [1e9] * 100, "seed_end": 2}, 400, "z_start"),
+    ("/interpolate", {"seed_start": 1, "seed_end": 2, "steps": 1}, 400, "steps"),
+    ("/interpolate", {"seed_start": 1, "seed_end": 2, "steps": 257}, 400, "steps"),
+    ("/interpolate", {"seed_start": 1, "seed_end": 2, "method": "cubic"}, 400, "method"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "status", "field"), BAD_JSON)
+def test_bad_json_is_a_4xx_naming_the_field(client, route: str, body: dict, status: int,
+                                            field: str) -> None:
+    r = client.post(route, json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field and field in r.json()["error"]
+
+
+BAD_UPLOADS = [
+    (b"", "empty"),
+    (b"hello", "upload a .npy array or a PNG"),
+    (npy(np.zeros((2, 28, 28), np.float32))[:-10], "bytes"),
+    (npy(np.zeros((2, 27, 28), np.float32)), "shape"),
+    (npy(np.full((1, 28, 28), np.nan, np.float32)), "finite"),
+    (npy(np.full((1, 28, 28), 2.0, np.float32)), "[0, 1]"),
+    (npy(np.zeros((1, 28, 28), np.complex64)), "dtype"),
+    (npy(np.zeros((1, 28, 28), np.int32)), "dtype"),
+    (npy(np.zeros((1025, 784), np.uint8)), "between 1 and 1024"),
+    (npy(np.array([{"a": 1}], dtype=object)), "dtype"),
+    (_png((29, 28)), "28x28"),
+    (_png_bomb(100_000, 100_000), "PNG"),
+    (_png_bomb(28, 5000), "28x5000"),
+    (_png((28, 28))[:40], "PNG"),
+]
+
+
+@pytest.mark.parametrize(("payload", "message"), BAD_UPLOADS)
+def test_bad_uploads_are_refused_naming_the_problem(client, payload: bytes,
+                                                    message: str) -> None:
+    r = client.post("/score", files={"file": ("x", payload)})
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "file" and message in r.json()["error"]
+
+
+def test_pickled_npy_is_refused_without_unpickling(client, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    payload = npy(np.array([_Explode(str(marker))], dtype=object))
+    r = client.post("/score", files={"file": ("x.npy", payload)})
+    assert r.status_code == 400 and "dtype" in r.json()["error"]
+    assert not marker.exists()
+
+
+class _Explode:
+    """Unpickling this writes a file: the test checks that never happens."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).touch, ())
+
+
+def test_text_in_the_file_field_is_never_fetched(client) -> None:
+    r = client.post("/score", files={"file": (None, "http://127.0.0.1:9/x")})
+    assert r.status_code == 400 and "not a text value" in r.json()["error"]
+    r = client.post("/score", data={"file": "http://127.0.0.1:9/x"})
+    assert r.status_code == 400 and r.json()["field"] == "file"
+
+
+def test_oversized_body_is_413_before_it_is_read(client) -> None:
+    r = client.post("/score", files={"file": ("x.npy", b"\0" * (2 * 1024 * 1024))})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    r = client.post("/sample", content=b"{" * (2 * 1024 * 1024),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_service_still_answers_after_bad_input(client) -> None:
+    client.post("/sample", json={"n": -5})
+    assert client.post("/sample", json={"n": 1, "format": "npy"}).status_code == 200
+
+
+def test_metrics_count_images(client) -> None:
+    client.post("/sample", json={"n": 5, "seed": 1, "format": "npy"})
+    text = client.get("/metrics").text
+    lines = [line for line in text.splitlines()
+             if line.startswith('counterfeit_images_generated_total{endpoint="sample"')]
+    assert lines and float(lines[0].split()[-1]) >= 5
+    assert 'counterfeit_model_info{model="tiny",provider="CPUExecutionProvider"' in text
