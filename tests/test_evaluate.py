@@ -82,3 +82,12 @@ def test_cli_select_picks_by_validation_only(run: Path, tmp_path: Path,
     best = max(by_epoch, key=by_epoch.get)
     assert report["generator"].endswith(f"generator-epoch-{int(best):04d}.pt")
     assert "selected" in capsys.readouterr().out
+
+
+def test_a_generator_with_non_finite_output_is_refused() -> None:
+    from training.evaluate import GeneratorSource
+
+    source = GeneratorSource("broken", 2, "uniform", -1.0, 1.0,
+                             lambda z: np.full((len(z), 784), np.nan, np.float32))
+    with pytest.raises(ValueError, match="broken produces non-finite images"):
+        source.sample(4, seed=0)

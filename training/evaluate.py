@@ -56,7 +56,10 @@ class GeneratorSource:
 
     def images(self, z: np.ndarray) -> np.ndarray:
         parts = [self.generate(z[i:i + 1000]) for i in range(0, len(z), 1000)]
-        return np.concatenate(parts).reshape(len(z), -1).astype(np.float32)
+        x = np.concatenate(parts).reshape(len(z), -1).astype(np.float32)
+        if not np.isfinite(x).all():  # a diverged generator: nothing below would mean anything
+            raise ValueError(f"{self.description} produces non-finite images")
+        return x
 
 
 def _torch_source(state: dict, config: TrainConfig, description: str) -> GeneratorSource:
