@@ -15,6 +15,7 @@ from bentoml.validators import ContentType
 from starlette.responses import JSONResponse, Response
 
 from service import metrics
+from service.batcher import MicroBatcher
 from service.http_guard import HttpGuard
 from service.images import decode_upload, encode_npy, encode_png_grid
 from service.latent_paths import lerp, slerp
@@ -26,9 +27,19 @@ MODELS_DIR = Path(os.environ.get("COUNTERFEIT_MODELS_DIR", REPO / "models"))
 DEVICE = os.environ.get("COUNTERFEIT_DEVICE", "auto")
 MAX_BODY_BYTES = int(os.environ.get("COUNTERFEIT_MAX_BODY_BYTES", 8 * 1024 * 1024))
 WORKERS = int(os.environ.get("COUNTERFEIT_WORKERS", 1))
+BATCHING = os.environ.get("COUNTERFEIT_BATCHING", "on") == "on"
+BATCH_MAX_ROWS = int(os.environ.get("COUNTERFEIT_BATCH_MAX_ROWS", 256))
+BATCH_WAIT_MS = float(os.environ.get("COUNTERFEIT_BATCH_WAIT_MS", 2.0))
 MAX_SAMPLES = 1024
 MAX_STEPS = 256
 MAX_SEED = 2**63 - 1
+
+
+def _observer(model: Model):
+    def observe(rows: int, seconds: float) -> None:
+        metrics.INFERENCE_SECONDS.labels(model.name, "generator", model.provider).observe(seconds)
+        metrics.INFERENCE_BATCH_ROWS.labels(model.name, "generator").observe(rows)
+    return observe
 
 
 def _error(ctx: bentoml.Context, err: RequestError) -> JSONResponse:
@@ -60,7 +71,8 @@ def _image_response(images: np.ndarray, fmt: str, seed: int | None,
     return Response(encode_png_grid(images), media_type="image/png", headers=headers)
 
 
-@bentoml.service(name="counterfeit", workers=WORKERS, threads=4,
+# threads: requests in flight per worker, so that concurrent small requests can batch
+@bentoml.service(name="counterfeit", workers=WORKERS, threads=32,
                  traffic={"timeout": 300}, metrics={"enabled": True})
 class Counterfeit:
     def __init__(self) -> None:
@@ -74,6 +86,9 @@ class Counterfeit:
         for m in self.models.values():
             metrics.MODEL_INFO.labels(m.name, m.provider,
                                       m.card["files"]["generator.onnx"]["sha256"]).set(1)
+        self.batchers = {name: MicroBatcher(m.generate, BATCH_MAX_ROWS, BATCH_WAIT_MS / 1e3,
+                                            on_batch=_observer(m))
+                         for name, m in self.models.items()} if BATCHING else {}
 
     def __is_ready__(self) -> bool:
         return bool(self.models)
@@ -86,11 +101,13 @@ class Counterfeit:
         return self.models[name]
 
     def _generate(self, model: Model, z: np.ndarray, endpoint: str) -> np.ndarray:
-        started = time.perf_counter()
-        images = model.generate(z)
-        metrics.INFERENCE_SECONDS.labels(model.name, "generator", model.provider).observe(
-            time.perf_counter() - started)
-        metrics.INFERENCE_BATCH_ROWS.labels(model.name, "generator").observe(len(z))
+        batcher = self.batchers.get(model.name)
+        if batcher is not None and len(z) < BATCH_MAX_ROWS:
+            images = batcher(z)
+        else:  # large requests are a batch by themselves
+            started = time.perf_counter()
+            images = model.generate(z)
+            _observer(model)(len(z), time.perf_counter() - started)
         metrics.IMAGES_GENERATED.labels(model.name, endpoint).inc(len(z))
         return images
 

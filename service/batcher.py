@@ -1,0 +1,76 @@
+"""Adaptive batching inside the serving process: concurrent requests' rows go through one
+onnxruntime call. A request's latents are fixed before it is queued (the seed contract),
+and G maps each row independently, so batching never changes what a request gets.
+
+BentoML's own batcher (`batchable=True`) was not used: it takes one array per call (a
+JSON `/sample` body is not one), answers 503 when it expects to miss its latency budget,
+and its internal client failed under load on these machines (shared/notes).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import numpy as np
+
+
+class MicroBatcher:
+    """One worker thread: take the first waiting request, then whatever else arrives within
+    `max_wait_s` while the batch holds fewer than `max_rows` rows; run `fn` once on all of
+    them; hand each request its rows back. A request larger than `max_rows` runs alone."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_rows: int = 256,
+                 max_wait_s: float = 0.002,
+                 on_batch: Callable[[int, float], None] | None = None) -> None:
+        if max_rows < 1 or max_wait_s < 0:
+            raise ValueError("need max_rows >= 1 and max_wait_s >= 0")
+        self.fn, self.max_rows, self.max_wait_s = fn, max_rows, max_wait_s
+        self.on_batch = on_batch
+        self._queue: queue.Queue[tuple[np.ndarray, Future]] = queue.Queue()
+        self._carry: tuple[np.ndarray, Future] | None = None  # opens the next batch
+        self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+        self._worker.start()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        future: Future = Future()
+        self._queue.put((x, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._carry or self._queue.get()]
+            self._carry = None
+            rows = len(batch[0][0])
+            deadline = time.perf_counter() + self.max_wait_s
+            while rows < self.max_rows:
+                remaining = deadline - time.perf_counter()
+                try:
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else \
+                        self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if rows + len(item[0]) > self.max_rows:
+                    self._carry = item
+                    break
+                batch.append(item)
+                rows += len(item[0])
+            self._execute(batch)
+
+    def _execute(self, batch: list[tuple[np.ndarray, Future]]) -> None:
+        started = time.perf_counter()
+        try:
+            out = self.fn(np.concatenate([x for x, _ in batch]))
+        except Exception as err:  # every waiting request learns of it, the worker lives on
+            for _, future in batch:
+                future.set_exception(err)
+            return
+        if self.on_batch is not None:
+            self.on_batch(sum(len(x) for x, _ in batch), time.perf_counter() - started)
+        start = 0
+        for x, future in batch:
+            future.set_result(out[start:start + len(x)])
+            start += len(x)

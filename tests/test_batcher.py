@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import MicroBatcher
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
+    calls: list[int] = []
+    gate, entered = threading.Event(), threading.Event()
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        entered.set()
+        gate.wait(10)  # hold the first call so the others queue up behind it
+        calls.append(len(x))
+        return x * 2
+
+    batcher = MicroBatcher(fn, max_rows=64, max_wait_s=0.05)
+    results: dict[int, np.ndarray] = {}
+
+    def ask(i: int) -> None:
+        results[i] = batcher(np.full((i + 1, 3), float(i)))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    threads[0].start()
+    assert entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while batcher._queue.qsize() < 7:  # all seven waiting behind the held call
+        assert time.monotonic() < deadline, "requests never queued"
+        time.sleep(0.001)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    for i in range(8):
+        np.testing.assert_array_equal(results[i], np.full((i + 1, 3), 2.0 * i))
+    assert calls == [1, sum(range(2, 9))]  # the seven waiting requests went in one call
+    assert max(calls) <= 64
+
+
+def test_a_failing_batch_fails_its_requests_and_the_worker_survives() -> None:
+    def fn(x: np.ndarray) -> np.ndarray:
+        if (x < 0).any():
+            raise RuntimeError("bad rows")
+        return x
+
+    batcher = MicroBatcher(fn, max_rows=8, max_wait_s=0.0)
+    with pytest.raises(RuntimeError, match="bad rows"):
+        batcher(np.array([[-1.0]]))
+    np.testing.assert_array_equal(batcher(np.array([[1.0]])), [[1.0]])
