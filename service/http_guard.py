@@ -5,7 +5,10 @@ none) and one error shape, {"error", "field"}, for every 4xx answer whoever prod
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+
+from service.request_errors import RequestError
 
 Scope = dict[str, Any]
 
@@ -37,12 +40,15 @@ def normalise_error(body: Any) -> dict:
 
 class HttpGuard:
     def __init__(self, app: Any, max_body_bytes: int,
-                 file_routes: dict[str, str] | None = None) -> None:
+                 file_routes: dict[str, str] | None = None,
+                 json_routes: dict[str, Callable[[dict], None]] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         # route -> its file field: that field must be an uploaded file, never text (BentoML
         # would take text as a URL and fetch it: a request could make the server fetch URLs)
         self.file_routes = file_routes or {}
+        # route -> a check of its JSON body that raises RequestError
+        self.json_routes = json_routes or {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -61,7 +67,8 @@ class HttpGuard:
                                    f"limit of {self.max_body_bytes} bytes")
                 return
         file_field = self.file_routes.get(scope.get("path", ""))
-        if declared is None or file_field is not None:
+        json_check = self.json_routes.get(scope.get("path", ""))
+        if declared is None or file_field is not None or json_check is not None:
             # read the body here (it is within the limit), check it, then hand it on whole
             body, more = b"", True
             while more:
@@ -81,6 +88,13 @@ class HttpGuard:
                 if problem:
                     start, rejected = _json_response(400, {"error": f"{file_field}: {problem}",
                                                            "field": file_field})
+                    await send(start)
+                    await send(rejected)
+                    return
+            if json_check is not None:
+                error = _json_problem(body, json_check)
+                if error is not None:
+                    start, rejected = _json_response(error.status, error.body())
                     await send(start)
                     await send(rejected)
                     return
@@ -143,6 +157,20 @@ def multipart_file_problem(content_type: bytes, body: bytes, field: str) -> str 
                 return "must be an uploaded file, not a text value"
             found = True
     return None if found else f"no '{field}' file in the form"
+
+
+def _json_problem(body: bytes, check: Callable[[dict], None]) -> RequestError | None:
+    try:
+        parsed = json.loads(body or b"{}")
+    except ValueError:
+        return RequestError("body", "not valid JSON")
+    if not isinstance(parsed, dict):
+        return RequestError("body", "must be a JSON object")
+    try:
+        check(parsed)
+    except RequestError as err:
+        return err
+    return None
 
 
 def _replay(body: bytes, receive: Any) -> Any:

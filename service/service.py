@@ -4,7 +4,9 @@ every error is a 4xx `{"error", "field"}`."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +20,7 @@ from service import metrics
 from service.batcher import MicroBatcher
 from service.http_guard import HttpGuard
 from service.images import decode_upload, encode_npy, encode_png_grid
+from service.jobs import JobStore
 from service.latent_paths import lerp, slerp
 from service.onnx_runtime import Model, load_models, settings_threads
 from service.request_errors import RequestError
@@ -30,7 +33,11 @@ WORKERS = int(os.environ.get("COUNTERFEIT_WORKERS", 1))
 BATCHING = os.environ.get("COUNTERFEIT_BATCHING", "on") == "on"
 BATCH_MAX_ROWS = int(os.environ.get("COUNTERFEIT_BATCH_MAX_ROWS", 256))
 BATCH_WAIT_MS = float(os.environ.get("COUNTERFEIT_BATCH_WAIT_MS", 2.0))
+JOBS_DIR = Path(os.environ.get("COUNTERFEIT_JOBS_DIR")
+                or Path.home() / ".local" / "state" / "counterfeit" / "jobs")
 MAX_SAMPLES = 1024
+MAX_JOB_IMAGES = 100_000
+JOB_CHUNK = 1024
 MAX_STEPS = 256
 MAX_SEED = 2**63 - 1
 
@@ -86,6 +93,12 @@ class Counterfeit:
         for m in self.models.values():
             metrics.MODEL_INFO.labels(m.name, m.provider,
                                       m.card["files"]["generator.onnx"]["sha256"]).set(1)
+        self.jobs = JobStore(JOBS_DIR)
+        interrupted = self.jobs.mark_interrupted()
+        if interrupted:
+            logging.getLogger("counterfeit").warning(
+                "%d job(s) were cut off by a restart and are marked failed", interrupted)
+        self._count_jobs()
         self.batchers = {name: MicroBatcher(m.generate, BATCH_MAX_ROWS, BATCH_WAIT_MS / 1e3,
                                             on_batch=_observer(m))
                          for name, m in self.models.items()} if BATCHING else {}
@@ -188,6 +201,62 @@ class Counterfeit:
         except RequestError as err:
             return _error(ctx, err)
 
+    def _count_jobs(self) -> None:
+        for state, count in self.jobs.counts().items():
+            metrics.JOBS.labels(state).set(count)
+
+    @bentoml.task(route="/generate_job")
+    def generate_job(self, ctx: bentoml.Context, n: int = 1000, seed: int | None = None,
+                     model: str | None = None) -> Annotated[bytes, ContentType(
+                         "application/octet-stream")]:
+        """Up to 100,000 images as an .npz (`images` uint8 (n, 28, 28), `seed`). Submit at
+        /generate_job/submit, poll /generate_job/status, fetch /generate_job/get; the result
+        also stays on disk: /job_result fetches it after a restart."""
+        job_id = ctx.request.state.task_id
+        try:
+            m = self._model(model)
+            n = _check_int("n", n, 1, MAX_JOB_IMAGES)
+            if seed is None:
+                seed = int(np.random.default_rng().integers(0, 2**31))
+            seed = _check_int("seed", seed, 0, MAX_SEED)
+        except RequestError as err:
+            return _error(ctx, err)
+        try:
+            self.jobs.start(job_id, n, seed, m.name)
+            self._count_jobs()
+            z = m.latents(n, seed)  # the seed contract over the whole job
+            images = np.empty((n, 28, 28), np.uint8)
+            for start in range(0, n, JOB_CHUNK):
+                chunk = self._generate(m, z[start:start + JOB_CHUNK], "generate_job")
+                images[start:start + len(chunk)] = np.round(chunk * 255).astype(np.uint8)
+            path = self.jobs.complete(job_id, images, seed)
+        except OSError as err:  # disk full, folder unwritable: the job fails, we stay up
+            self.jobs.fail(job_id, f"could not write the result: {err.strerror or err}")
+            return _error(ctx, RequestError("job", f"could not write the result ({err})", 507))
+        finally:
+            self._count_jobs()
+        ctx.response.status_code = 200
+        return Response(path.read_bytes(), media_type="application/octet-stream")
+
+    @bentoml.api(route="/job_status")
+    def job_status(self, ctx: bentoml.Context, task_id: str) -> dict:
+        """A job's state from the jobs folder (survives restarts)."""
+        try:
+            return {"task_id": task_id, **self.jobs.status(task_id)}
+        except RequestError as err:
+            return _error(ctx, err)
+
+    @bentoml.api(route="/job_result")
+    def job_result(self, ctx: bentoml.Context, task_id: str
+                   ) -> Annotated[bytes, ContentType("application/octet-stream")]:
+        """A finished job's .npz from the jobs folder (survives restarts)."""
+        try:
+            path = self.jobs.result(task_id)
+        except RequestError as err:
+            return _error(ctx, err)
+        ctx.response.status_code = 200
+        return Response(path.read_bytes(), media_type="application/octet-stream")
+
     @bentoml.api(route="/models")
     def list_models(self) -> dict:
         """The model card of every loaded model, with the execution provider in use."""
@@ -196,5 +265,21 @@ class Counterfeit:
                            for name, m in self.models.items()}}
 
 
+def _validate_job(body: dict) -> None:
+    """A task's body is only parsed when it runs: check it at submit instead."""
+    _check_int("n", body.get("n", 1000), 1, MAX_JOB_IMAGES)
+    if body.get("seed") is not None:
+        _check_int("seed", body["seed"], 0, MAX_SEED)
+    name = body.get("model")
+    if name is not None and not (isinstance(name, str) and re.fullmatch(r"[a-z0-9][a-z0-9._-]*",
+                                                                         name)
+                                 and (MODELS_DIR / name / "generator.onnx").is_file()):
+        raise RequestError("model", "unknown model", 404)
+    unknown = set(body) - {"n", "seed", "model"}
+    if unknown:
+        raise RequestError(sorted(unknown)[0], "unknown field")
+
+
 Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=MAX_BODY_BYTES,
-                                file_routes={"/score": "file"})
+                                file_routes={"/score": "file"},
+                                json_routes={"/generate_job/submit": _validate_job})

@@ -6,6 +6,7 @@ import importlib
 import io
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +23,17 @@ def client(tiny_models_dir: Path) -> Iterator:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp())
     os.environ["COUNTERFEIT_MODELS_DIR"] = str(tiny_models_dir)
     os.environ["COUNTERFEIT_MAX_BODY_BYTES"] = str(1024 * 1024)
+    os.environ["COUNTERFEIT_JOBS_DIR"] = tempfile.mkdtemp()
+    os.environ["BENTOML_HOME"] = tempfile.mkdtemp()
+    from _bentoml_impl.tasks.result import Sqlite3Store
+    from bentoml._internal.configuration.containers import BentoMLContainer
     from starlette.testclient import TestClient
 
     import service.service as module
 
     module = importlib.reload(module)  # read the settings above
+    # `bentoml serve` creates the task table at start; in-process we do it
+    Sqlite3Store.init_db(BentoMLContainer.result_store_file.get())
     with TestClient(module.Counterfeit.to_asgi()) as c:
         yield c
 
@@ -217,3 +224,39 @@ def test_metrics_count_images(client) -> None:
              if line.startswith('counterfeit_images_generated_total{endpoint="sample"')]
     assert lines and float(lines[0].split()[-1]) >= 5
     assert 'counterfeit_model_info{model="tiny",provider="CPUExecutionProvider"' in text
+
+
+def test_job_submit_poll_get_and_durable_result(client, model) -> None:
+    r = client.post("/generate_job/submit", json={"n": 1500, "seed": 9})
+    assert r.status_code == 200
+    task_id = r.json()["task_id"]
+    deadline = time.monotonic() + 60
+    while (status := client.get("/generate_job/status",
+                                params={"task_id": task_id}).json())["status"] == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert status["status"] == "completed"
+    got = np.load(io.BytesIO(client.get("/generate_job/get", params={"task_id": task_id}).content))
+    assert got["images"].shape == (1500, 28, 28) and got["images"].dtype == np.uint8
+    assert int(got["seed"]) == 9
+    expected = np.round(model.generate(model.latents(1500, 9)) * 255).astype(np.uint8)
+    assert np.abs(got["images"].astype(int) - expected).max() <= 1  # rounding at x.5 only
+    durable = client.post("/job_result", json={"task_id": task_id})
+    assert durable.status_code == 200 and durable.content == client.get(
+        "/generate_job/get", params={"task_id": task_id}).content
+    assert client.post("/job_status", json={"task_id": task_id}).json()["state"] == "completed"
+
+
+@pytest.mark.parametrize(("body", "field", "status"), [
+    ({"n": 0}, "n", 400), ({"n": 100_001}, "n", 400), ({"seed": -3}, "seed", 400),
+    ({"model": "../../x"}, "model", 404), ({"colour": "red"}, "colour", 400),
+])
+def test_job_body_is_checked_at_submit(client, body: dict, field: str, status: int) -> None:
+    r = client.post("/generate_job/submit", json=body)
+    assert r.status_code == status and r.json()["field"] == field
+
+
+@pytest.mark.parametrize(("task_id", "status"), [("0" * 32, 404), ("../etc", 400)])
+def test_unknown_job_ids(client, task_id: str, status: int) -> None:
+    assert client.post("/job_result", json={"task_id": task_id}).status_code == status
+    assert client.post("/job_status", json={"task_id": task_id}).status_code == status
