@@ -22,7 +22,7 @@ from service.http_guard import HttpGuard
 from service.images import decode_upload, encode_npy, encode_png_grid
 from service.jobs import JobStore
 from service.latent_paths import lerp, slerp
-from service.onnx_runtime import Model, load_models, settings_threads
+from service.onnx_runtime import DeviceError, Model, ModelError, load_models, settings_threads
 from service.request_errors import RequestError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +40,19 @@ MAX_JOB_IMAGES = 100_000
 JOB_CHUNK = 1024
 MAX_STEPS = 256
 MAX_SEED = 2**63 - 1
+
+
+def _check_models_or_exit() -> None:
+    """`bentoml serve` imports this module before it starts workers, and a worker whose
+    __init__ fails is restarted forever: check the models here, so a broken one stops the
+    server at once with one line naming the file."""
+    try:
+        load_models(MODELS_DIR, DEVICE, threads=1)
+    except (ModelError, DeviceError) as err:
+        raise SystemExit(f"counterfeit: cannot start: {err}") from None
+
+
+_check_models_or_exit()
 
 
 def _observer(model: Model):

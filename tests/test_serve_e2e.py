@@ -1,0 +1,133 @@
+"""Against a real `bentoml serve` process: batching under concurrency keeps the seed
+contract, /metrics counts, a job survives a restart, a broken model stops start-up."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.onnx_runtime import load_models
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(models: Path, state: Path) -> dict[str, str]:
+    return {**os.environ, "COUNTERFEIT_MODELS_DIR": str(models),
+            "COUNTERFEIT_JOBS_DIR": str(state / "jobs"), "BENTOML_HOME": str(state / "bentoml"),
+            "COUNTERFEIT_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def serving(models: Path, state: Path) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO, env=_env(models, state), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the server never became ready"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_concurrent_seeded_requests_metrics_and_a_job_across_a_restart(
+        tiny_models_dir: Path, tmp_path: Path) -> None:
+    model = load_models(tiny_models_dir, device="cpu")["tiny"]
+    requests = [(1 + i % 5, 100 + i) for i in range(40)]  # (n, seed)
+    with serving(tiny_models_dir, tmp_path) as url:
+        def ask(job: tuple[int, int]) -> np.ndarray:
+            n, seed = job
+            r = httpx.post(f"{url}/sample", json={"n": n, "seed": seed, "format": "npy"},
+                           timeout=30)
+            assert r.status_code == 200, r.text
+            return np.load(io.BytesIO(r.content))
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(ask, requests))
+        for (n, seed), images in zip(requests, answers, strict=True):
+            np.testing.assert_allclose(images, model.generate(model.latents(n, seed)),
+                                       atol=1e-5)
+        metrics = httpx.get(f"{url}/metrics").text
+        generated = [line for line in metrics.splitlines()
+                     if line.startswith('counterfeit_images_generated_total{endpoint="sample"')]
+        assert float(generated[0].split()[-1]) == sum(n for n, _ in requests)
+        batches = [line for line in metrics.splitlines()
+                   if line.startswith('counterfeit_inference_batch_rows_count{model="tiny",'
+                                      'network="generator"}')]
+        assert 0 < float(batches[0].split()[-1]) <= len(requests)
+
+        task = httpx.post(f"{url}/generate_job/submit", json={"n": 2000, "seed": 4}).json()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/generate_job/status", params={"task_id": task["task_id"]}
+                        ).json()["status"] == "in_progress":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        result = httpx.get(f"{url}/generate_job/get", params={"task_id": task["task_id"]})
+        assert result.status_code == 200
+    with serving(tiny_models_dir, tmp_path) as url:  # a restart: BentoML forgets its tasks
+        again = httpx.post(f"{url}/job_result", json={"task_id": task["task_id"]})
+        assert again.status_code == 200 and again.content == result.content
+        assert np.load(io.BytesIO(again.content))["images"].shape == (2000, 28, 28)
+
+
+def test_a_broken_model_stops_start_up_naming_the_file(tiny_models_dir: Path,
+                                                       tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models)
+    (models / "tiny" / "discriminator.onnx").write_bytes(b"truncated")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
+         "--host", "127.0.0.1", "--port", str(_free_port())],
+        cwd=REPO, env=_env(models, tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "discriminator.onnx: sha256" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("setting", ["cuda"])
+def test_cuda_without_a_gpu_stops_start_up(tiny_models_dir: Path, tmp_path: Path,
+                                           setting: str) -> None:
+    from service.onnx_runtime import gpu_present
+
+    if gpu_present():
+        pytest.skip("a GPU is present")
+    env = {**_env(tiny_models_dir, tmp_path), "COUNTERFEIT_DEVICE": setting}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
+         "--host", "127.0.0.1", "--port", str(_free_port())],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "COUNTERFEIT_DEVICE=cuda but no usable GPU" in proc.stdout + proc.stderr
