@@ -131,3 +131,19 @@ def test_cuda_without_a_gpu_stops_start_up(tiny_models_dir: Path, tmp_path: Path
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "COUNTERFEIT_DEVICE=cuda but no usable GPU" in proc.stdout + proc.stderr
+
+
+def test_bentoml_build_packages_the_service_and_the_shipped_models(tmp_path: Path) -> None:
+    shipped = sorted(p.parent.name for p in (REPO / "models").glob("*/generator.onnx"))
+    if not shipped:
+        pytest.skip("no model shipped under models/ yet")
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    built = {p.relative_to(p.parents[3]).as_posix()
+             for p in (tmp_path / "bentos").rglob("src/models/*/*.onnx")}
+    for name in shipped:
+        assert f"src/models/{name}/generator.onnx" in built
+        assert f"src/models/{name}/discriminator.onnx" in built
+    assert not any("mnist-classifier" in path for path in built)

@@ -122,11 +122,14 @@ def cheap_validation_parzen(source: GeneratorSource, mnist: MNIST, seed: int = 0
     return result.ll
 
 
-def select_snapshot(run: Path, mnist: MNIST, progress: bool = True
-                    ) -> tuple[Path, dict[int, float]]:
-    """The generator snapshot of `run` with the best cheap validation Parzen."""
+def select_snapshot(run: Path, mnist: MNIST, progress: bool = True,
+                    with_discriminator: bool = False) -> tuple[Path, dict[int, float]]:
+    """The generator snapshot of `run` with the best cheap validation Parzen (among those
+    with a discriminator snapshot beside them, if asked)."""
     snapshots = sorted((int(m.group(1)), f) for f in (run / "snapshots").glob("*.pt")
-                       if (m := SNAPSHOT.search(f.name)))
+                       if (m := SNAPSHOT.search(f.name)) and not (
+                           with_discriminator and not f.with_name(
+                               f.name.replace("generator", "discriminator")).is_file()))
     if not snapshots:
         raise FileNotFoundError(f"{run / 'snapshots'} holds no generator-epoch-*.pt")
     scores = {epoch: cheap_validation_parzen(load_generator(f), mnist)

@@ -112,7 +112,7 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
     mnist = load_mnist(data_dir) if (select or run_evaluation) else None
     selection = None
     if select:
-        best, selection = select_snapshot(run, mnist)
+        best, selection = select_snapshot(run, mnist, with_discriminator=True)
         epoch = int(re.search(r"(\d+)\.pt$", best.name).group(1))
     config, g_state, d_state, facts = load_pair(run, epoch)
     if not config.image_data:
