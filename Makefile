@@ -32,14 +32,14 @@ serve: $(BIN)/.installed
 	$(BIN)/bentoml serve service.service:Counterfeit --host 127.0.0.1 --port 3000
 
 test: $(BIN)/.installed
-	$(BIN)/ruff check training service tests
+	$(BIN)/ruff check training service tests loadtests
 	$(BIN)/python -m pytest -q
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check training service tests
+	$(BIN)/ruff check training service tests loadtests
 
 data: $(BIN)/.installed
 	$(BIN)/python -m training data --data-dir data/mnist
