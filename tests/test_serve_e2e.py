@@ -37,12 +37,13 @@ def _env(models: Path, state: Path) -> dict[str, str]:
 
 
 @contextmanager
-def serving(models: Path, state: Path) -> Iterator[str]:
+def serving(models: Path, state: Path, workers: int = 1) -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
          "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=_env(models, state), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=REPO, env={**_env(models, state), "COUNTERFEIT_WORKERS": str(workers)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -102,6 +103,21 @@ def test_concurrent_seeded_requests_metrics_and_a_job_across_a_restart(
         again = httpx.post(f"{url}/job_result", json={"task_id": task["task_id"]})
         assert again.status_code == 200 and again.content == result.content
         assert np.load(io.BytesIO(again.content))["images"].shape == (2000, 28, 28)
+
+
+def test_metrics_are_summed_over_two_workers(tiny_models_dir: Path, tmp_path: Path) -> None:
+    with serving(tiny_models_dir, tmp_path, workers=2) as url:
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda i: httpx.post(
+                f"{url}/sample", json={"n": 3, "format": "npy"}, timeout=30).status_code,
+                range(40)))
+        assert codes == [200] * 40
+        metrics = httpx.get(f"{url}/metrics").text
+    line = next(line for line in metrics.splitlines()
+                if line.startswith('counterfeit_images_generated_total{endpoint="sample"'))
+    assert float(line.split()[-1]) == 120.0
+    info = [line for line in metrics.splitlines() if line.startswith("counterfeit_model_info")]
+    assert len(info) == 1 and info[0].endswith(" 1.0")
 
 
 def test_a_broken_model_stops_start_up_naming_the_file(tiny_models_dir: Path,
