@@ -9,11 +9,12 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import bentoml
 import numpy as np
 from bentoml.validators import ContentType
+from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
 from service import metrics
@@ -40,6 +41,8 @@ MAX_JOB_IMAGES = 100_000
 JOB_CHUNK = 1024
 MAX_STEPS = 256
 MAX_SEED = 2**63 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+ImageFormat = Literal["png", "npy"]
 
 
 def _check_models_or_exit() -> None:
@@ -72,12 +75,6 @@ def _check_int(field: str, value: object, low: int, high: int) -> int:
         raise RequestError(field, f"must be an integer in [{low}, {high}]")
     if not low <= value <= high:
         raise RequestError(field, f"must be in [{low}, {high}], got {value}")
-    return value
-
-
-def _check_format(value: str) -> str:
-    if value not in ("png", "npy"):
-        raise RequestError("format", f"must be 'png' or 'npy', got {value!r}")
     return value
 
 
@@ -138,40 +135,35 @@ class Counterfeit:
         return images
 
     @bentoml.api(route="/sample")
-    def sample(self, ctx: bentoml.Context, n: int = 16, seed: int | None = None,
-               format: str = "png", model: str | None = None
-               ) -> Annotated[bytes, ContentType("image/png")]:
+    def sample(self, ctx: bentoml.Context, n: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = 16,
+               seed: Seed | None = None, format: ImageFormat = "png",
+               model: str | None = None) -> Annotated[bytes, ContentType("image/png")]:
         """`n` images from G. With a `seed` the latents are
         default_rng(seed).uniform(low, high, (n, dim)); the seed used is in `X-Seed`."""
         try:
             m = self._model(model)
-            n = _check_int("n", n, 1, MAX_SAMPLES)
-            fmt = _check_format(format)
             if seed is None:
                 seed = int(np.random.default_rng().integers(0, 2**31))
-            seed = _check_int("seed", seed, 0, MAX_SEED)
             images = self._generate(m, m.latents(n, seed), "sample")
-            return _image_response(images, fmt, seed, ctx)
+            return _image_response(images, format, seed, ctx)
         except RequestError as err:
             return _error(ctx, err)
 
     @bentoml.api(route="/interpolate")
-    def interpolate(self, ctx: bentoml.Context, seed_start: int | None = None,
-                    seed_end: int | None = None, z_start: list[float] | None = None,
-                    z_end: list[float] | None = None, steps: int = 10,
-                    method: str = "linear", format: str = "png", model: str | None = None
+    def interpolate(self, ctx: bentoml.Context, seed_start: Seed | None = None,
+                    seed_end: Seed | None = None, z_start: list[float] | None = None,
+                    z_end: list[float] | None = None,
+                    steps: Annotated[int, Field(ge=2, le=MAX_STEPS)] = 10,
+                    method: Literal["linear", "slerp"] = "linear",
+                    format: ImageFormat = "png", model: str | None = None
                     ) -> Annotated[bytes, ContentType("image/png")]:
         """Images along a path in latent space from one end to the other, both included."""
         try:
             m = self._model(model)
-            steps = _check_int("steps", steps, 2, MAX_STEPS)
-            fmt = _check_format(format)
-            if method not in ("linear", "slerp"):
-                raise RequestError("method", f"must be 'linear' or 'slerp', got {method!r}")
             ends = [self._endpoint(m, "start", seed_start, z_start),
                     self._endpoint(m, "end", seed_end, z_end)]
             path = (lerp if method == "linear" else slerp)(ends[0], ends[1], steps)
-            return _image_response(self._generate(m, path, "interpolate"), fmt, None, ctx)
+            return _image_response(self._generate(m, path, "interpolate"), format, None, ctx)
         except RequestError as err:
             return _error(ctx, err)
 
@@ -181,7 +173,7 @@ class Counterfeit:
             raise RequestError(f"seed_{which}", f"give exactly one of seed_{which} and "
                                f"z_{which}")
         if seed is not None:
-            return m.latents(1, _check_int(f"seed_{which}", seed, 0, MAX_SEED))[0]
+            return m.latents(1, seed)[0]
         vector = np.asarray(z, dtype=np.float64)
         if vector.shape != (m.latent_dim,):
             raise RequestError(f"z_{which}", f"must be a list of {m.latent_dim} numbers, got "
@@ -219,19 +211,18 @@ class Counterfeit:
             metrics.JOBS.labels(state).set(count)
 
     @bentoml.task(route="/generate_job")
-    def generate_job(self, ctx: bentoml.Context, n: int = 1000, seed: int | None = None,
-                     model: str | None = None) -> Annotated[bytes, ContentType(
-                         "application/octet-stream")]:
+    def generate_job(self, ctx: bentoml.Context,
+                     n: Annotated[int, Field(ge=1, le=MAX_JOB_IMAGES)] = 1000,
+                     seed: Seed | None = None, model: str | None = None
+                     ) -> Annotated[bytes, ContentType("application/octet-stream")]:
         """Up to 100,000 images as an .npz (`images` uint8 (n, 28, 28), `seed`). Submit at
         /generate_job/submit, poll /generate_job/status, fetch /generate_job/get; the result
         also stays on disk: /job_result fetches it after a restart."""
         job_id = ctx.request.state.task_id
         try:
             m = self._model(model)
-            n = _check_int("n", n, 1, MAX_JOB_IMAGES)
             if seed is None:
                 seed = int(np.random.default_rng().integers(0, 2**31))
-            seed = _check_int("seed", seed, 0, MAX_SEED)
         except RequestError as err:
             return _error(ctx, err)
         try:
