@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -58,10 +59,10 @@ def _check_models_or_exit() -> None:
 _check_models_or_exit()
 
 
-def _observer(model: Model):
+def _observer(model: Model, network: str):
     def observe(rows: int, seconds: float) -> None:
-        metrics.INFERENCE_SECONDS.labels(model.name, "generator", model.provider).observe(seconds)
-        metrics.INFERENCE_BATCH_ROWS.labels(model.name, "generator").observe(rows)
+        metrics.INFERENCE_SECONDS.labels(model.name, network, model.provider).observe(seconds)
+        metrics.INFERENCE_BATCH_ROWS.labels(model.name, network).observe(rows)
     return observe
 
 
@@ -109,9 +110,13 @@ class Counterfeit:
             logging.getLogger("counterfeit").warning(
                 "%d job(s) were cut off by a restart and are marked failed", interrupted)
         self._count_jobs()
-        self.batchers = {name: MicroBatcher(m.generate, BATCH_MAX_ROWS, BATCH_WAIT_MS / 1e3,
-                                            on_batch=_observer(m))
-                         for name, m in self.models.items()} if BATCHING else {}
+        # one batcher per (model, network): concurrent requests share onnxruntime calls
+        self.batchers = {
+            (name, network): MicroBatcher(fn, BATCH_MAX_ROWS, BATCH_WAIT_MS / 1e3,
+                                          on_batch=_observer(m, network))
+            for name, m in self.models.items()
+            for network, fn in (("generator", m.generate), ("discriminator", m.logits))
+        } if BATCHING else {}
 
     def __is_ready__(self) -> bool:
         return bool(self.models)
@@ -124,15 +129,19 @@ class Counterfeit:
         return self.models[name]
 
     def _generate(self, model: Model, z: np.ndarray, endpoint: str) -> np.ndarray:
-        batcher = self.batchers.get(model.name)
-        if batcher is not None and len(z) < BATCH_MAX_ROWS:
-            images = batcher(z)
-        else:  # large requests are a batch by themselves
-            started = time.perf_counter()
-            images = model.generate(z)
-            _observer(model)(len(z), time.perf_counter() - started)
+        images = self._run(model, "generator", model.generate, z)
         metrics.IMAGES_GENERATED.labels(model.name, endpoint).inc(len(z))
         return images
+
+    def _run(self, model: Model, network: str, fn: Callable[[np.ndarray], np.ndarray],
+             x: np.ndarray) -> np.ndarray:
+        batcher = self.batchers.get((model.name, network))
+        if batcher is not None and len(x) < BATCH_MAX_ROWS:
+            return batcher(x)
+        started = time.perf_counter()  # large requests are a batch by themselves
+        out = fn(x)
+        _observer(model, network)(len(x), time.perf_counter() - started)
+        return out
 
     @bentoml.api(route="/sample")
     def sample(self, ctx: bentoml.Context, n: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = 16,
@@ -193,11 +202,7 @@ class Counterfeit:
             if file.stat().st_size > MAX_BODY_BYTES:
                 raise RequestError("file", f"over {MAX_BODY_BYTES} bytes", 413)
             x = decode_upload(file.read_bytes())
-            started = time.perf_counter()
-            logits = m.logits(x)
-            metrics.INFERENCE_SECONDS.labels(m.name, "discriminator", m.provider).observe(
-                time.perf_counter() - started)
-            metrics.INFERENCE_BATCH_ROWS.labels(m.name, "discriminator").observe(len(x))
+            logits = self._run(m, "discriminator", m.logits, x)
             scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
             metrics.IMAGES_SCORED.labels(m.name).inc(len(x))
             for s in scores:
