@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export COUNTERFEIT_DATA_DIR ?= $(abspath ../shared/data/mnist)
 
-.PHONY: help serve test test-slow lint data figure1 train classifier evaluate clean
+.PHONY: help serve test test-slow lint data figure1 train classifier evaluate loadtest clean
 
 help:
 	@echo "make serve      serve the shipped model on 127.0.0.1:3000"
@@ -19,6 +19,7 @@ help:
 	@echo "make train RUN=runs/NAME [PRESET=mnist-paper]   train in the foreground"
 	@echo "make evaluate RUN=runs/NAME   evaluate the run's best snapshot (--select)"
 	@echo "make classifier  retrain models/mnist-classifier (the evaluation's classifier)"
+	@echo "make loadtest [PROFILE=mixed USERS=20 DURATION=60s]  locust against a fresh service"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,12 @@ evaluate: $(BIN)/.installed
 
 classifier: $(BIN)/.installed
 	$(BIN)/python -m training classifier --out models/mnist-classifier
+
+PROFILE ?= mixed
+USERS ?= 20
+DURATION ?= 60s
+loadtest: $(BIN)/.installed
+	$(BIN)/python loadtests/run.py --profile $(PROFILE) --users $(USERS) --duration $(DURATION)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

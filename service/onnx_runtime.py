@@ -77,7 +77,8 @@ class Model:
     def generate(self, z: np.ndarray) -> np.ndarray:
         """(n, dim) float32 latents -> (n, 28, 28) float32 images in [0, 1]."""
         x = self.generator.run(None, {"z": np.ascontiguousarray(z, np.float32)})[0]
-        return x.reshape(len(z), *IMAGE_SHAPE)
+        # onnxruntime's float32 sigmoid can return 1 + 1 ulp: keep the [0, 1] promise
+        return np.clip(x, 0.0, 1.0, out=x).reshape(len(z), *IMAGE_SHAPE)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(n, 28, 28) float32 images in [0, 1] -> (n,) logits of D."""

@@ -1,0 +1,148 @@
+"""Locust profiles of Counterfeit's real uses. Every response is checked (status and
+content), so a wrong answer counts as a failure, not as throughput.
+
+Run through `make loadtest` (starts and stops the service), or by hand:
+    locust -f loadtests/locustfile.py --host http://127.0.0.1:3000 [UserClass ...]
+
+Request names carry the images per request (`n=64`), which the summary uses for samples/s.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+
+import numpy as np
+from locust import HttpUser, between, constant, task
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JSON = {"content-type": "application/json"}
+
+
+def _npy(response, expected_shape: tuple[int, ...]) -> None:
+    try:
+        array = np.load(io.BytesIO(response.content), allow_pickle=False)
+    except ValueError as err:
+        response.failure(f"not an .npy body: {err}")
+        return
+    if array.shape != expected_shape or not (0 <= array.min() and array.max() <= 1):
+        response.failure(f"got shape {array.shape}, range [{array.min()}, {array.max()}]")
+
+
+class PersonAskingForAGrid(HttpUser):
+    """A person in a browser or notebook: one PNG grid of 16, then looks at it (1-3 s)."""
+
+    weight = 3
+    wait_time = between(1, 3)
+
+    @task
+    def grid(self) -> None:
+        with self.client.post("/sample", json={"n": 16}, headers=JSON, name="/sample n=16 png",
+                              catch_response=True) as r:
+            if r.status_code != 200 or not r.content.startswith(PNG_MAGIC):
+                r.failure(f"status {r.status_code}, not a PNG")
+
+
+class ProgramFetchingBatches(HttpUser):
+    """A program pulling n=64 .npy batches back to back."""
+
+    weight = 2
+    wait_time = constant(0)
+
+    @task
+    def batch(self) -> None:
+        with self.client.post("/sample", json={"n": 64, "format": "npy",
+                                               "seed": random.randrange(2**31)},
+                              headers=JSON, name="/sample n=64 npy", catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"status {r.status_code}")
+            else:
+                _npy(r, (64, 28, 28))
+
+
+class SingleSampleUser(HttpUser):
+    """Many clients asking for one image each (where batching matters)."""
+
+    weight = 4
+    wait_time = constant(0)
+
+    @task
+    def one(self) -> None:
+        with self.client.post("/sample", json={"n": 1, "format": "npy",
+                                               "seed": random.randrange(2**31)},
+                              headers=JSON, name="/sample n=1 npy", catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"status {r.status_code}")
+            else:
+                _npy(r, (1, 28, 28))
+
+
+class Interpolator(HttpUser):
+    """Walks between two seeds, 10 steps, slerp."""
+
+    weight = 1
+    wait_time = between(0.5, 1.5)
+
+    @task
+    def walk(self) -> None:
+        body = {"seed_start": random.randrange(2**31), "seed_end": random.randrange(2**31),
+                "steps": 10, "method": "slerp", "format": "npy"}
+        with self.client.post("/interpolate", json=body, headers=JSON,
+                              name="/interpolate n=10 npy", catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"status {r.status_code}")
+            else:
+                _npy(r, (10, 28, 28))
+
+
+class Scorer(HttpUser):
+    """Uploads 16 images (an .npy) to be scored by D."""
+
+    weight = 1
+    wait_time = between(0.5, 1.5)
+
+    def on_start(self) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.random.default_rng().uniform(0, 1, (16, 28, 28)).astype(np.float32))
+        self.payload = buffer.getvalue()
+
+    @task
+    def score(self) -> None:
+        with self.client.post("/score", files={"file": ("x.npy", self.payload)},
+                              name="/score n=16 npy", catch_response=True) as r:
+            scores = r.json().get("scores", []) if r.status_code == 200 else []
+            if len(scores) != 16 or not all(0 <= s <= 1 for s in scores):
+                r.failure(f"status {r.status_code}, {len(scores)} scores")
+
+
+class BatchJobUser(HttpUser):
+    """Submits a 5,000-image job, polls it, fetches the .npz."""
+
+    weight = 1
+    wait_time = between(2, 5)
+
+    @task
+    def job(self) -> None:
+        with self.client.post("/generate_job/submit", json={"n": 5000}, headers=JSON,
+                              name="/generate_job/submit n=5000", catch_response=True) as r:
+            if r.status_code != 200 or "task_id" not in r.json():
+                r.failure(f"status {r.status_code}")
+                return
+            task_id = r.json()["task_id"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = self.client.get("/generate_job/status", params={"task_id": task_id},
+                                     name="/generate_job/status").json().get("status")
+            if status != "in_progress":
+                break
+            time.sleep(0.5)
+        with self.client.get("/generate_job/get", params={"task_id": task_id},
+                             name="/generate_job/get", catch_response=True) as r:
+            try:
+                images = np.load(io.BytesIO(r.content))["images"]
+            except Exception as err:  # any unreadable answer is a failure of the service
+                r.failure(f"status {r.status_code}, not an .npz: {err}")
+                return
+            if images.shape != (5000, 28, 28) or images.dtype != np.uint8:
+                r.failure(f"images {images.shape} {images.dtype}")
