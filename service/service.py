@@ -51,9 +51,13 @@ def _check_models_or_exit() -> None:
     __init__ fails is restarted forever: check the models here, so a broken one stops the
     server at once with one line naming the file."""
     try:
-        load_models(MODELS_DIR, DEVICE, threads=1)
+        names = sorted(load_models(MODELS_DIR, DEVICE, threads=1))
     except (ModelError, DeviceError) as err:
         raise SystemExit(f"counterfeit: cannot start: {err}") from None
+    if os.environ.get("COUNTERFEIT_DEFAULT_MODEL", names[0]) not in names:
+        raise SystemExit("counterfeit: cannot start: COUNTERFEIT_DEFAULT_MODEL="
+                         f"{os.environ['COUNTERFEIT_DEFAULT_MODEL']!r} is not among the "
+                         f"models in {MODELS_DIR}: {names}")
 
 
 _check_models_or_exit()
@@ -96,11 +100,7 @@ class Counterfeit:
     def __init__(self) -> None:
         self.models: dict[str, Model] = load_models(MODELS_DIR, DEVICE,
                                                     threads=settings_threads(WORKERS))
-        default = os.environ.get("COUNTERFEIT_DEFAULT_MODEL") or sorted(self.models)[0]
-        if default not in self.models:
-            raise RuntimeError(f"COUNTERFEIT_DEFAULT_MODEL={default!r} is not among the "
-                               f"loaded models {sorted(self.models)}")
-        self.default = default
+        self.default = os.environ.get("COUNTERFEIT_DEFAULT_MODEL") or sorted(self.models)[0]
         for m in self.models.values():
             metrics.MODEL_INFO.labels(m.name, m.provider,
                                       m.card["files"]["generator.onnx"]["sha256"]).set(1)

@@ -133,20 +133,23 @@ def test_a_broken_model_stops_start_up_naming_the_file(tiny_models_dir: Path,
     assert "discriminator.onnx: sha256" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("setting", ["cuda"])
-def test_cuda_without_a_gpu_stops_start_up(tiny_models_dir: Path, tmp_path: Path,
-                                           setting: str) -> None:
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"COUNTERFEIT_DEVICE": "cuda"}, "COUNTERFEIT_DEVICE=cuda but no usable GPU"),
+    ({"COUNTERFEIT_DEFAULT_MODEL": "nope"}, "COUNTERFEIT_DEFAULT_MODEL='nope' is not among"),
+])
+def test_bad_settings_stop_start_up(tiny_models_dir: Path, tmp_path: Path, setting: dict,
+                                    message: str) -> None:
     from service.onnx_runtime import gpu_present
 
-    if gpu_present():
-        pytest.skip("a GPU is present")
-    env = {**_env(tiny_models_dir, tmp_path), "COUNTERFEIT_DEVICE": setting}
+    if "COUNTERFEIT_DEVICE" in setting and gpu_present():
+        pytest.skip("a GPU is present: cuda is a valid setting here")
+    env = {**_env(tiny_models_dir, tmp_path), **setting}
     proc = subprocess.run(
         [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
          "--host", "127.0.0.1", "--port", str(_free_port())],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
-    assert "COUNTERFEIT_DEVICE=cuda but no usable GPU" in proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
 
 
 def test_bentoml_build_packages_the_service_and_the_shipped_models(tmp_path: Path) -> None:
