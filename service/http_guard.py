@@ -66,6 +66,12 @@ class HttpGuard:
                 await self._reject(send, 413, f"body of {int(declared)} bytes is over the "
                                    f"limit of {self.max_body_bytes} bytes")
                 return
+        content_type = headers.get(b"content-type", b"").lower()
+        if content_type.startswith(b"multipart/") and b"boundary=" not in content_type:
+            # BentoML's form parser answers 500 on this
+            await self._reject(send, 400, "content-type: multipart without a boundary",
+                               field="content-type")
+            return
         file_field = self.file_routes.get(scope.get("path", ""))
         json_check = self.json_routes.get(scope.get("path", ""))
         if declared is None or file_field is not None or json_check is not None:
@@ -101,8 +107,8 @@ class HttpGuard:
             receive = _replay(body, receive)
         await self.app(scope, receive, self._normalising(send))
 
-    async def _reject(self, send: Any, status: int, message: str) -> None:
-        start, body = _json_response(status, {"error": message, "field": "body"})
+    async def _reject(self, send: Any, status: int, message: str, field: str = "body") -> None:
+        start, body = _json_response(status, {"error": message, "field": field})
         await send(start)
         await send(body)
 

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -223,7 +224,8 @@ class Counterfeit:
         """Up to 100,000 images as an .npz (`images` uint8 (n, 28, 28), `seed`). Submit at
         /generate_job/submit, poll /generate_job/status, fetch /generate_job/get; the result
         also stays on disk: /job_result fetches it after a restart."""
-        job_id = ctx.request.state.task_id
+        # BentoML sets task_id for /submit; its synchronous POST /generate_job has none
+        job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
         try:
             m = self._model(model)
             if seed is None:

@@ -260,3 +260,15 @@ def test_job_body_is_checked_at_submit(client, body: dict, field: str, status: i
 def test_unknown_job_ids(client, task_id: str, status: int) -> None:
     assert client.post("/job_result", json={"task_id": task_id}).status_code == status
     assert client.post("/job_status", json={"task_id": task_id}).status_code == status
+
+
+def test_the_synchronous_job_route_answers_the_npz(client) -> None:
+    r = client.post("/generate_job", json={"n": 10, "seed": 0})
+    assert r.status_code == 200
+    assert np.load(io.BytesIO(r.content))["images"].shape == (10, 28, 28)
+
+
+def test_multipart_without_a_boundary_is_a_400_not_a_500(client) -> None:
+    r = client.post("/job_status", content=b'{"task_id": "x"}',
+                    headers={"content-type": "multipart/form-data"})
+    assert r.status_code == 400 and r.json()["field"] == "content-type"
