@@ -30,6 +30,15 @@ def _npy(response, expected_shape: tuple[int, ...]) -> None:
         response.failure(f"got shape {array.shape}, range [{array.min()}, {array.max()}]")
 
 
+def _sample_npy(client, n: int) -> None:
+    with client.post("/sample", json={"n": n, "format": "npy", "seed": random.randrange(2**31)},
+                     headers=JSON, name=f"/sample n={n} npy", catch_response=True) as r:
+        if r.status_code != 200:
+            r.failure(f"status {r.status_code}")
+        else:
+            _npy(r, (n, 28, 28))
+
+
 class PersonAskingForAGrid(HttpUser):
     """A person in a browser or notebook: one PNG grid of 16, then looks at it (1-3 s)."""
 
@@ -52,13 +61,7 @@ class ProgramFetchingBatches(HttpUser):
 
     @task
     def batch(self) -> None:
-        with self.client.post("/sample", json={"n": 64, "format": "npy",
-                                               "seed": random.randrange(2**31)},
-                              headers=JSON, name="/sample n=64 npy", catch_response=True) as r:
-            if r.status_code != 200:
-                r.failure(f"status {r.status_code}")
-            else:
-                _npy(r, (64, 28, 28))
+        _sample_npy(self.client, 64)
 
 
 class SingleSampleUser(HttpUser):
@@ -69,13 +72,7 @@ class SingleSampleUser(HttpUser):
 
     @task
     def one(self) -> None:
-        with self.client.post("/sample", json={"n": 1, "format": "npy",
-                                               "seed": random.randrange(2**31)},
-                              headers=JSON, name="/sample n=1 npy", catch_response=True) as r:
-            if r.status_code != 200:
-                r.failure(f"status {r.status_code}")
-            else:
-                _npy(r, (1, 28, 28))
+        _sample_npy(self.client, 1)
 
 
 class Interpolator(HttpUser):
