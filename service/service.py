@@ -26,6 +26,7 @@ from service.images import decode_upload, encode_npy, encode_png_grid
 from service.jobs import JobStore
 from service.latent_paths import lerp, slerp
 from service.onnx_runtime import DeviceError, Model, ModelError, load_models, settings_threads
+from service.openapi_patch import OpenApiPatch
 from service.request_errors import RequestError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -291,6 +292,7 @@ def _validate_job(body: dict) -> None:
         raise RequestError(sorted(unknown)[0], "unknown field")
 
 
+Counterfeit.add_asgi_middleware(OpenApiPatch)
 Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=MAX_BODY_BYTES,
                                 file_routes={"/score": "file"},
                                 json_routes={"/generate_job/submit": _validate_job})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -39,16 +40,17 @@ def _env(models: Path, state: Path) -> dict[str, str]:
 @contextmanager
 def serving(models: Path, state: Path, workers: int = 1) -> Iterator[str]:
     port = _free_port()
+    log = state / f"serve-{port}.log"  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
          "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO, env={**_env(models, state), "COUNTERFEIT_WORKERS": str(workers)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
+            assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the server never became ready"
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
@@ -166,3 +168,19 @@ def test_bentoml_build_packages_the_service_and_the_shipped_models(tmp_path: Pat
         assert f"src/models/{name}/generator.onnx" in built
         assert f"src/models/{name}/discriminator.onnx" in built
     assert not any("mnist-classifier" in path for path in built)
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_lie(tiny_models_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """A bounded property-based run against the service's own /docs.json (fixed seed)."""
+    with serving(tiny_models_dir, tmp_path) as url:
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/docs.json",
+             "--checks", "not_a_server_error,response_schema_conformance,"
+             "content_type_conformance,status_code_conformance",
+             "--max-examples", "15", "--seed", "1",
+             "--exclude-path-regex", "^/(metrics|livez|readyz|healthz)"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    counts = re.search(r"(\d+) generated, (\d+) passed", proc.stdout)
+    assert counts and int(counts.group(1)) > 100 and counts.group(1) == counts.group(2)

@@ -272,3 +272,14 @@ def test_multipart_without_a_boundary_is_a_400_not_a_500(client) -> None:
     r = client.post("/job_status", content=b'{"task_id": "x"}',
                     headers={"content-type": "multipart/form-data"})
     assert r.status_code == 400 and r.json()["field"] == "content-type"
+
+
+def test_openapi_declares_both_image_media_types_and_the_error_body(client) -> None:
+    spec = client.get("/docs.json").json()
+    ok = spec["paths"]["/sample"]["post"]["responses"]["200"]["content"]
+    assert set(ok) == {"image/png", "application/octet-stream"}
+    bad = spec["paths"]["/score"]["post"]["responses"]["400"]["content"]["application/json"]
+    assert bad["schema"]["$ref"] == "#/components/schemas/Error"
+    assert spec["components"]["schemas"]["Error"]["required"] == ["error", "field"]
+    status = spec["components"]["schemas"]["TaskStatusResponse"]["properties"]["status"]
+    assert "completed" in status["enum"]
