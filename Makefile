@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export COUNTERFEIT_DATA_DIR ?= $(abspath ../shared/data/mnist)
 
-.PHONY: help serve test test-slow lint data figure1 train classifier evaluate loadtest clean
+.PHONY: help serve test test-slow lint data figure1 train classifier evaluate loadtest bench soak clean
 
 help:
 	@echo "make serve      serve the shipped model on 127.0.0.1:3000"
@@ -20,6 +20,8 @@ help:
 	@echo "make evaluate RUN=runs/NAME   evaluate the run's best snapshot (--select)"
 	@echo "make classifier  retrain models/mnist-classifier (the evaluation's classifier)"
 	@echo "make loadtest [PROFILE=mixed USERS=20 DURATION=60s]  locust against a fresh service"
+	@echo "make bench      every benchmark ratio -> docs/benchmarks.md (quiet machine, ~10 min)"
+	@echo "make soak       10 min of locust: 0 failures and RSS growth < 10% (not in CI)"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +66,14 @@ USERS ?= 20
 DURATION ?= 60s
 loadtest: $(BIN)/.installed
 	$(BIN)/python loadtests/run.py --profile $(PROFILE) --users $(USERS) --duration $(DURATION)
+
+bench: $(BIN)/.installed
+	$(BIN)/python loadtests/bench.py
+
+SOAK_USERS ?= 10
+SOAK_SECONDS ?= 600
+soak: $(BIN)/.installed
+	$(BIN)/python loadtests/soak.py --users $(SOAK_USERS) --duration $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

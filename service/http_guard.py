@@ -5,6 +5,7 @@ none) and one error shape, {"error", "field"}, for every 4xx answer whoever prod
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -32,10 +33,16 @@ def normalise_error(body: Any) -> dict:
     detail = body.get("detail")
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
         first = detail[0]
-        loc = [str(part) for part in first.get("loc", []) if part not in ("body",)]
-        field = loc[-1] if loc else "body"
-        return {"error": f"{field}: {first.get('msg', 'invalid value')}", "field": field}
-    return {"error": str(body.get("error", body)), "field": "body"}
+        loc = [part for part in first.get("loc", []) if part != "body"]
+        if not loc:
+            return {"error": f"body: {first.get('msg', 'invalid value')}", "field": "body"}
+        # the request's own field, with the path inside it: z_start[3]
+        path = str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                                     for p in loc[1:])
+        return {"error": f"{path}: {first.get('msg', 'invalid value')}", "field": str(loc[0])}
+    error = str(body.get("error", body))
+    named = re.match(r"(\w+) not found", error)  # BentoML's task routes: "task_id not found"
+    return {"error": error, "field": named.group(1) if named else "body"}
 
 
 class HttpGuard:

@@ -101,7 +101,7 @@ def decode_npy(raw: bytes) -> np.ndarray:
 
 
 def decode_png(raw: bytes) -> np.ndarray:
-    """One 28 x 28 greyscale PNG (L, or RGB/RGBA/P converted to grey) -> (1, 28, 28)."""
+    """One 28 x 28 PNG (grey 1/8/16-bit, or RGB/RGBA/P converted to grey) -> (1, 28, 28)."""
     try:
         with Image.open(io.BytesIO(raw)) as picture:
             if picture.format != "PNG":
@@ -110,13 +110,15 @@ def decode_png(raw: bytes) -> np.ndarray:
             if picture.size != (PNG_MAX_SIDE, PNG_MAX_SIDE):
                 raise RequestError("file", f"PNG must be 28x28, got {picture.size[0]}x"
                                    f"{picture.size[1]}")
-            grey = picture.convert("L")
-            array = np.asarray(grey, dtype=np.float32) / 255.0
+            if picture.mode in ("I", "I;16", "I;16B"):  # 16-bit grey: convert("L") would clip
+                array = np.asarray(picture, dtype=np.float64) / 65535.0
+            else:
+                array = np.asarray(picture.convert("L"), dtype=np.float64) / 255.0
     except RequestError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise RequestError("file", f"not a readable PNG ({err})") from err
-    return array.reshape(1, 28, 28)
+    return array.astype(np.float32).reshape(1, 28, 28)
 
 
 def decode_upload(raw: bytes) -> np.ndarray:

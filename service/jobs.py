@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -45,19 +46,28 @@ class JobStore:
     def complete(self, job_id: str, images: np.ndarray, seed: int) -> Path:
         path = self._path(job_id, ".npz")
         tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, images=images, seed=np.int64(seed))
-        os.replace(tmp, path)
+        try:
+            np.savez_compressed(tmp, images=images, seed=np.int64(seed))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a partial file would only fill the disk further
+            raise
         self._write_state(job_id, {**self.status(job_id), "state": "completed",
                                    "finished": _now()})
         return path
 
     def fail(self, job_id: str, reason: str) -> None:
+        """Record the failure; where even that cannot be written (a full disk), log it."""
         try:
             state = self.status(job_id)
-        except RequestError:
+        except (RequestError, OSError, ValueError):
             state = {}
-        self._write_state(job_id, {**state, "state": "failed", "error": reason,
-                                   "finished": _now()})
+        try:
+            self._write_state(job_id, {**state, "state": "failed", "error": reason,
+                                       "finished": _now()})
+        except OSError as err:
+            logging.getLogger("counterfeit").error("job %s failed (%s) and its state could "
+                                                   "not be written: %s", job_id, reason, err)
 
     def status(self, job_id: str) -> dict:
         path = self._path(job_id, ".json")

@@ -243,8 +243,9 @@ class Counterfeit:
                 images[start:start + len(chunk)] = np.round(chunk * 255).astype(np.uint8)
             path = self.jobs.complete(job_id, images, seed)
         except OSError as err:  # disk full, folder unwritable: the job fails, we stay up
-            self.jobs.fail(job_id, f"could not write the result: {err.strerror or err}")
-            return _error(ctx, RequestError("job", f"could not write the result ({err})", 507))
+            reason = f"could not write the result: {err.strerror or err}"
+            self.jobs.fail(job_id, reason)
+            return _error(ctx, RequestError("job", reason, 507))
         finally:
             self._count_jobs()
         ctx.response.status_code = 200

@@ -7,13 +7,10 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,57 +18,15 @@ import numpy as np
 import pytest
 
 from service.onnx_runtime import load_models
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(models: Path, state: Path) -> dict[str, str]:
-    return {**os.environ, "COUNTERFEIT_MODELS_DIR": str(models),
-            "COUNTERFEIT_JOBS_DIR": str(state / "jobs"), "BENTOML_HOME": str(state / "bentoml"),
-            "COUNTERFEIT_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
-
-
-@contextmanager
-def serving(models: Path, state: Path, workers: int = 1) -> Iterator[str]:
-    port = _free_port()
-    log = state / f"serve-{port}.log"  # a file, not a pipe: a full pipe would block the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env={**_env(models, state), "COUNTERFEIT_WORKERS": str(workers)},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the server never became ready"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+from tests.serving import REPO, SERVE, free_port, serve_env, serving
 
 
 def test_concurrent_seeded_requests_metrics_and_a_job_across_a_restart(
         tiny_models_dir: Path, tmp_path: Path) -> None:
     model = load_models(tiny_models_dir, device="cpu")["tiny"]
     requests = [(1 + i % 5, 100 + i) for i in range(40)]  # (n, seed)
-    with serving(tiny_models_dir, tmp_path) as url:
+    with serving(tiny_models_dir, tmp_path) as server:
+        url = server.url
         def ask(job: tuple[int, int]) -> np.ndarray:
             n, seed = job
             r = httpx.post(f"{url}/sample", json={"n": n, "seed": seed, "format": "npy"},
@@ -101,14 +56,16 @@ def test_concurrent_seeded_requests_metrics_and_a_job_across_a_restart(
             time.sleep(0.1)
         result = httpx.get(f"{url}/generate_job/get", params={"task_id": task["task_id"]})
         assert result.status_code == 200
-    with serving(tiny_models_dir, tmp_path) as url:  # a restart: BentoML forgets its tasks
+    with serving(tiny_models_dir, tmp_path) as server:  # a restart: BentoML forgets its tasks
+        url = server.url
         again = httpx.post(f"{url}/job_result", json={"task_id": task["task_id"]})
         assert again.status_code == 200 and again.content == result.content
         assert np.load(io.BytesIO(again.content))["images"].shape == (2000, 28, 28)
 
 
 def test_metrics_are_summed_over_two_workers(tiny_models_dir: Path, tmp_path: Path) -> None:
-    with serving(tiny_models_dir, tmp_path, workers=2) as url:
+    with serving(tiny_models_dir, tmp_path, workers=2) as server:
+        url = server.url
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda i: httpx.post(
                 f"{url}/sample", json={"n": 3, "format": "npy"}, timeout=30).status_code,
@@ -127,10 +84,9 @@ def test_a_broken_model_stops_start_up_naming_the_file(tiny_models_dir: Path,
     models = tmp_path / "models"
     shutil.copytree(tiny_models_dir, models)
     (models / "tiny" / "discriminator.onnx").write_bytes(b"truncated")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
-         "--host", "127.0.0.1", "--port", str(_free_port())],
-        cwd=REPO, env=_env(models, tmp_path), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*SERVE, "--port", str(free_port())], cwd=REPO,
+                          env=serve_env(models, tmp_path), capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode != 0
     assert "discriminator.onnx: sha256" in proc.stdout + proc.stderr
 
@@ -145,11 +101,9 @@ def test_bad_settings_stop_start_up(tiny_models_dir: Path, tmp_path: Path, setti
 
     if "COUNTERFEIT_DEVICE" in setting and gpu_present():
         pytest.skip("a GPU is present: cuda is a valid setting here")
-    env = {**_env(tiny_models_dir, tmp_path), **setting}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit",
-         "--host", "127.0.0.1", "--port", str(_free_port())],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*SERVE, "--port", str(free_port())], cwd=REPO,
+                          env=serve_env(tiny_models_dir, tmp_path, **setting),
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
 
@@ -173,7 +127,8 @@ def test_bentoml_build_packages_the_service_and_the_shipped_models(tmp_path: Pat
 def test_schemathesis_finds_no_server_error_and_no_schema_lie(tiny_models_dir: Path,
                                                              tmp_path: Path) -> None:
     """A bounded property-based run against the service's own /docs.json (fixed seed)."""
-    with serving(tiny_models_dir, tmp_path) as url:
+    with serving(tiny_models_dir, tmp_path) as server:
+        url = server.url
         proc = subprocess.run(
             [str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/docs.json",
              "--checks", "not_a_server_error,response_schema_conformance,"
