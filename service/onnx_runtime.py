@@ -151,6 +151,8 @@ def load_model(folder: Path, providers: list[str], threads: int,
                              f"{entry['sha256']} (corrupt or replaced)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # idle onnxruntime threads spin by default, taking the cores that parse HTTP
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             sessions[net] = ort.InferenceSession(str(path), options, providers=providers)
