@@ -139,3 +139,4 @@ def test_schemathesis_finds_no_server_error_and_no_schema_lie(tiny_models_dir: P
     assert proc.returncode == 0, proc.stdout[-4000:]
     counts = re.search(r"(\d+) generated, (\d+) passed", proc.stdout)
     assert counts and int(counts.group(1)) > 100 and counts.group(1) == counts.group(2)
+    print(f"schemathesis: {counts.group(0)}")  # the count docs/reliability.md reports
