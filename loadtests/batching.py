@@ -7,32 +7,16 @@
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def start(port: int, env: dict[str, str]) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve",
-                               "service.service:Counterfeit", "--host", "127.0.0.1",
-                               "--port", str(port)], cwd=REPO, env={**os.environ, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("server not ready")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loadtests.run import start_service  # noqa: E402
 
 
 def hammer(url: str, users: int, seconds: float) -> tuple[float, list[float], int]:
@@ -78,7 +62,7 @@ def main() -> int:
           f"n=1 npy, {args.seconds:.0f} s)")
     print("| --- | --- | --- | --- | --- |")
     for label, env in settings.items():
-        server = start(args.port, env)
+        server = start_service(args.port, Path(tempfile.mkdtemp(prefix="jobs-")), env)
         try:
             hammer(f"http://127.0.0.1:{args.port}", args.users, 2)  # warm-up
             wall, lat, errors = hammer(f"http://127.0.0.1:{args.port}", args.users,
