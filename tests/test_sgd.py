@@ -24,6 +24,18 @@ def test_learning_rate_decays_per_iteration_with_a_floor() -> None:
     assert learning_rate(10**8, 0.1, 1.000004, 1e-6) == 1e-6
 
 
+def test_learning_rate_drops_from_each_listed_iteration_on() -> None:
+    drops = (100, 300)
+    assert learning_rate(99, 0.1, 1.0, 0.0, drops, 0.1) == 0.1
+    assert learning_rate(100, 0.1, 1.0, 0.0, drops, 0.1) == pytest.approx(0.01)
+    assert learning_rate(299, 0.1, 1.0, 0.0, drops, 0.1) == pytest.approx(0.01)
+    assert learning_rate(300, 0.1, 1.0, 0.0, drops, 0.1) == pytest.approx(0.001)
+    # on top of the per-step decay, and still floored
+    assert learning_rate(200, 0.1, 1.000004, 0.0, drops, 0.1) == pytest.approx(
+        0.01 / 1.000004**200)
+    assert learning_rate(300, 0.1, 1.0, 0.005, drops, 0.1) == 0.005
+
+
 def test_momentum_ramps_linearly_from_epoch_1_to_250() -> None:
     ramp = (1, 250)
     assert momentum_at(1, 0.5, 0.7, ramp) == 0.5

@@ -16,7 +16,16 @@ from training.__main__ import main
 from training.config import TrainConfig, preset, with_overrides
 from training.networks import build_networks, sample_noise
 from training.toy import mode_coverage, ring_8
-from training.train import CHECKPOINT, METRICS, iterations_per_epoch, load_checkpoint, train
+from training.train import (
+    CHECKPOINT,
+    METRICS,
+    alternating_iteration,
+    iterations_per_epoch,
+    load_checkpoint,
+    make_optimizer,
+    simultaneous_iteration,
+    train,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,6 +106,36 @@ def test_ring_of_8_gaussians_mode_coverage(tmp_path: Path) -> None:
     assert coverage.modes_covered >= 6, coverage
 
 
+@pytest.mark.parametrize("scheme", ["alternating", "simultaneous"])
+def test_d_loss_scale_scales_d_steps_and_leaves_g_loss_alone(scheme: str) -> None:
+    """From zero velocity an SGD step is -lr * grad, so D moves exactly `d_loss_scale` times
+    as far; the logged d_loss stays -V (unscaled) so runs compare."""
+    x = torch.from_numpy(ring_8().sample(50, np.random.default_rng(0)).astype(np.float32))
+    moves, stats = {}, {}
+    for scale in (1.0, 0.5):
+        config = tiny(update_scheme=scheme, d_loss_scale=scale)
+        torch.manual_seed(0)
+        g, d = build_networks(config)
+        before = [p.detach().clone() for p in d.parameters()]
+        opt_g = make_optimizer(config, g.parameters())
+        opt_d = make_optimizer(config, d.parameters())
+        torch.manual_seed(1)  # the same noise and dropout masks for both scales
+        if scheme == "alternating":
+            stats[scale] = alternating_iteration(g, d, opt_g, opt_d, [x], config)
+        else:
+            stats[scale] = simultaneous_iteration(g, d, opt_g, opt_d, x, config)
+        moves[scale] = [p.detach() - b for p, b in zip(d.parameters(), before, strict=True)]
+    for full, half in zip(moves[1.0], moves[0.5], strict=True):
+        torch.testing.assert_close(half, 0.5 * full, rtol=1e-4, atol=1e-7)  # float32 rounding
+    assert max(m.abs().max() for m in moves[1.0]) > 1e-3  # far above that rounding
+    assert stats[0.5]["d_loss"] == pytest.approx(stats[1.0]["d_loss"], rel=1e-6)
+
+
+def test_d_loss_scale_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="d_loss_scale must be > 0"):
+        tiny(d_loss_scale=0.0)
+
+
 def test_mode_coverage_counts_by_the_protocol() -> None:
     ring = ring_8()
     rng = np.random.default_rng(0)
@@ -126,6 +165,28 @@ def test_cli_resume_keeps_the_config(tmp_path: Path) -> None:
     assert main(["train", "--out", str(tmp_path), "--resume", "--epochs", "2",
                  "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 2 * (1000 // 256)
+
+
+def test_resume_may_add_lr_drops_ahead_but_not_rewrite_the_past(tmp_path: Path) -> None:
+    """Adding a drop at the checkpoint on resume equals a run planned with it from the start."""
+    config = tiny(epochs=2)
+    per_epoch = iterations_per_epoch(config, config.toy_size)
+    planned = with_overrides(config, {"lr_drops": (per_epoch,), "lr_drop_factor": 0.2})
+    train(planned, tmp_path / "planned", progress=False)
+    train(config, tmp_path / "added", max_steps=per_epoch, progress=False)
+    train(planned, tmp_path / "added", resume=True, progress=False)
+    a, b = params(tmp_path / "planned"), params(tmp_path / "added")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "added" / METRICS).open()
+           if '"lr"' in line]
+    assert lrs[-1] == pytest.approx(0.2 * config.lr / config.lr_decay**(2 * per_epoch - 1))
+    with pytest.raises(ValueError, match="lr_drops before iteration"):
+        train(with_overrides(planned, {"lr_drops": (1,), "epochs": 3}), tmp_path / "added",
+              resume=True, progress=False)
+    with pytest.raises(ValueError, match="lr_drops before iteration"):
+        train(with_overrides(planned, {"lr_drop_factor": 0.5, "epochs": 3}),
+              tmp_path / "added", resume=True, progress=False)
 
 
 def test_cli_reports_bad_values_without_a_traceback(tmp_path: Path,

@@ -14,7 +14,8 @@ from typing import Any
 from training.config import PRESETS, TrainConfig, preset, with_overrides
 
 # What may change when a run is resumed; anything else would make it a different run.
-RESUMABLE_FIELDS = {"epochs", "device", "threads", "log_every"}
+# lr_drops and lr_drop_factor may only change ahead of the checkpoint (train checks it).
+RESUMABLE_FIELDS = {"epochs", "device", "threads", "log_every", "lr_drops", "lr_drop_factor"}
 
 
 def _parse_field(kind: Any) -> Any:

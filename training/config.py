@@ -40,12 +40,20 @@ class TrainConfig:
     update_scheme: UpdateScheme = "alternating"
     k: int = 1  # D steps per G step (alternating only)
     g_loss: GeneratorLoss = "non-saturating"
+    # D descends this times -V; the released code's AdversaryCost2 halves it (the mean of
+    # its real and fake cross-entropies), so its lr 0.1 is a D step of 0.05 on -V.
+    d_loss_scale: float = 1.0
     # optimisation (the paper's SGD; adam for the toys only)
     optimizer: Optimizer = "sgd"
     batch_size: int = 100
     lr: float = 0.1
     lr_decay: float = 1.000004  # lr divided by this after every iteration
     lr_min: float = 1e-6
+    # Step-down annealing, not in the paper: from each listed iteration on, lr is multiplied
+    # by lr_drop_factor. The per-step decay alone needs ~1,300 epochs to bring lr from 0.1
+    # to 0.007 (docs/reproduction.md); more drops may be added when a run is resumed.
+    lr_drops: tuple[int, ...] = ()
+    lr_drop_factor: float = 0.1
     momentum_start: float = 0.5
     momentum_end: float = 0.7
     momentum_ramp_epochs: tuple[int, int] = (1, 250)  # linear from the first to the second
@@ -61,6 +69,7 @@ class TrainConfig:
         self.g_hidden = tuple(self.g_hidden)
         self.d_units = tuple(self.d_units)
         self.momentum_ramp_epochs = tuple(self.momentum_ramp_epochs)  # type: ignore[assignment]
+        self.lr_drops = tuple(sorted(self.lr_drops))
         self.validate()
 
     @property
@@ -92,8 +101,13 @@ class TrainConfig:
         for name in ("d_input_keep", "d_hidden_keep"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is an include-probability in (0, 1]")
+        if self.d_loss_scale <= 0:
+            raise ValueError(f"d_loss_scale must be > 0, got {self.d_loss_scale}")
         if self.lr <= 0 or self.lr_decay < 1.0 or self.lr_min < 0:
             raise ValueError("need lr > 0, lr_decay >= 1 and lr_min >= 0")
+        if any(step < 0 for step in self.lr_drops) or not 0.0 < self.lr_drop_factor <= 1.0:
+            raise ValueError("lr_drops are iterations >= 0 and lr_drop_factor is in (0, 1], got "
+                             f"{self.lr_drops} and {self.lr_drop_factor}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 

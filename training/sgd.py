@@ -32,9 +32,12 @@ class ClassicMomentumSGD(torch.optim.Optimizer):
                 p.add_(v)
 
 
-def learning_rate(step: int, lr: float, decay: float, lr_min: float) -> float:
-    """lr after `step` completed iterations: divided by `decay` each time, floored."""
-    return max(lr / decay**step, lr_min)
+def learning_rate(step: int, lr: float, decay: float, lr_min: float,
+                  drops: tuple[int, ...] = (), drop_factor: float = 1.0) -> float:
+    """lr after `step` completed iterations: divided by `decay` each time, times
+    `drop_factor` for each of `drops` already reached, floored at `lr_min`."""
+    reached = sum(step >= drop for drop in drops)
+    return max(lr * drop_factor**reached / decay**step, lr_min)
 
 
 def momentum_at(epoch: int, start: float, end: float, ramp: tuple[int, int]) -> float:

@@ -100,7 +100,7 @@ def alternating_iteration(g: Generator, d: Discriminator, opt_g: torch.optim.Opt
         real_logits, fake_logits = d(x), d(fake)
         d_loss = discriminator_loss(real_logits, fake_logits)
         opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
+        (config.d_loss_scale * d_loss).backward()
         opt_d.step()
     z = sample_noise(config.batch_size, config, x.device)
     g_loss = generator_loss(d(g(z)), config.g_loss)
@@ -120,7 +120,7 @@ def simultaneous_iteration(g: Generator, d: Discriminator, opt_g: torch.optim.Op
     g_loss = generator_loss(fake_logits, config.g_loss)
     opt_d.zero_grad(set_to_none=True)
     opt_g.zero_grad(set_to_none=True)
-    d_loss.backward(inputs=list(d.parameters()), retain_graph=True)
+    (config.d_loss_scale * d_loss).backward(inputs=list(d.parameters()), retain_graph=True)
     g_loss.backward(inputs=list(g.parameters()))
     opt_d.step()
     opt_g.step()
@@ -181,6 +181,17 @@ def save_checkpoint(path: Path, g: Generator, d: Discriminator, opt_g: torch.opt
     os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
 
 
+def check_schedule_kept(saved: TrainConfig, config: TrainConfig, step: int) -> None:
+    """A resumed run may add lr drops ahead of its checkpoint, never rewrite its past."""
+    past = [d for d in saved.lr_drops if d < step]
+    if [d for d in config.lr_drops if d < step] != past or (
+            past and config.lr_drop_factor != saved.lr_drop_factor):
+        raise ValueError(f"lr_drops before iteration {step} (the checkpoint) and lr_drop_factor "
+                         f"are the run's history: {list(saved.lr_drops)} x "
+                         f"{saved.lr_drop_factor} cannot become {list(config.lr_drops)} x "
+                         f"{config.lr_drop_factor}")
+
+
 def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume")
@@ -238,6 +249,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
         if state["rng_cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         step, seconds_before = state["step"], state["seconds"]
+        check_schedule_kept(TrainConfig.from_dict(state["config"]), config, step)
         _trim_metrics(out / METRICS, step)
     else:
         if (out / CHECKPOINT).exists():
@@ -270,7 +282,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
                        disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 30,
                        leave=False)
             for i in bar:
-                lr = learning_rate(step, config.lr, config.lr_decay, config.lr_min)
+                lr = learning_rate(step, config.lr, config.lr_decay, config.lr_min,
+                                   config.lr_drops, config.lr_drop_factor)
                 for opt in (opt_g, opt_d):
                     set_hyperparameters(opt, lr, momentum)
                 rows = order[i * batches * config.batch_size:(i + 1) * batches * config.batch_size]
