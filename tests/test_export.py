@@ -13,7 +13,7 @@ import torch
 
 from training.__main__ import main
 from training.config import TrainConfig
-from training.export import ImageGenerator, export_model, preset_name
+from training.export import ImageGenerator, export_model, nearest_preset, preset_name
 from training.networks import build_networks
 from training.onnx_models import cpu_session
 
@@ -92,6 +92,8 @@ def test_preset_name_ignores_how_a_run_was_executed() -> None:
         "mnist-paper"
     assert preset_name(with_overrides(preset("mnist-paper"), {"k": 2})) == "custom"
     assert preset_name(with_overrides(preset("mnist-paper"), TINY_MNIST)) == "custom"
+    assert nearest_preset(with_overrides(preset("mnist-paper"), {"lr_drops": (5,), "seed": 3})) \
+        == ("mnist-paper", {"lr_drops": (5,)})
 
 
 def test_cli_export_with_evaluation(tiny_mnist_run: Path, tmp_path: Path,

@@ -42,14 +42,20 @@ class ImageGenerator(nn.Module):
         return self.g(z).view(-1, 1, 28, 28)
 
 
+def nearest_preset(config: TrainConfig) -> tuple[str, dict]:
+    """The preset that differs from this config in the fewest trained fields (run-only
+    fields aside), and those fields with this config's values."""
+    mine = {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY_FIELDS}
+    changes = {name: {k: v for k, v in mine.items() if make().to_dict()[k] != v}
+               for name, make in PRESETS.items()}
+    name = min(changes, key=lambda n: len(changes[n]))
+    return name, changes[name]
+
+
 def preset_name(config: TrainConfig) -> str:
     """The preset this config is, up to run-only fields; "custom" otherwise."""
-    mine = {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY_FIELDS}
-    for name, make in PRESETS.items():
-        theirs = {k: v for k, v in make().to_dict().items() if k not in RUN_ONLY_FIELDS}
-        if theirs == mine:
-            return name
-    return "custom"
+    name, changed = nearest_preset(config)
+    return "custom" if changed else name
 
 
 def _epoch_record(run: Path, epoch: int) -> dict:
@@ -145,7 +151,9 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
                                    "input": "x", "outputs": ["logit"], "opset": OPSET},
         },
         "dataset": {"name": "mnist", "sha256": MNIST_SHA256},
-        "training": {"preset": preset_name(config), "config": config.to_dict(), **facts,
+        "training": {"preset": preset_name(config), "config": config.to_dict(),
+                     "nearest_preset": dict(zip(("name", "changed"), nearest_preset(config),
+                                                strict=True)), **facts,
                      "run": run.name, "torch": torch.__version__},
         "export": {"parity_max_abs_error": parity, "selection": (
             {"by": "cheap validation Parzen", "scores": selection} if selection else
