@@ -12,7 +12,7 @@ import torch
 from training.__main__ import main
 from training.config import preset, with_overrides
 from training.data import load_mnist
-from training.evaluate import evaluate, load_generator
+from training.evaluate import cheap_validation_parzen, evaluate, load_generator
 from training.networks import build_networks
 from training.onnx_export import export_onnx
 
@@ -82,6 +82,19 @@ def test_cli_select_picks_by_validation_only(run: Path, tmp_path: Path,
     best = max(by_epoch, key=by_epoch.get)
     assert report["generator"].endswith(f"generator-epoch-{int(best):04d}.pt")
     assert "selected" in capsys.readouterr().out
+
+
+def test_cli_curves_scores_every_snapshot_and_draws_them(run: Path, mnist, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "curves.png"
+    assert main(["curves", str(run), "--out", str(out)]) == 0
+    scores = json.loads(out.with_suffix(".json").read_text())
+    curve = scores["cheap_validation_parzen"][run.name]
+    assert set(curve) == {"1", "2"} and scores["lr_drop_epochs"][run.name] == []
+    # the estimate that --select uses, so the figure shows what selection saw
+    snapshot = run / "snapshots" / "generator-epoch-0002.pt"
+    assert curve["2"] == pytest.approx(cheap_validation_parzen(load_generator(snapshot), mnist))
+    assert out.stat().st_size > 1000 and "best epoch" in capsys.readouterr().out
 
 
 def test_a_generator_with_non_finite_output_is_refused() -> None:

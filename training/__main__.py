@@ -120,6 +120,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curves(args: argparse.Namespace) -> int:
+    from training.data import TRAIN_STOP, load_mnist
+    from training.evaluate import snapshot_scores
+    from training.figures import validation_curves
+    from training.train import iterations_per_epoch
+
+    mnist = load_mnist(args.data_dir)
+    curves, drops = {}, {}
+    for run in map(Path, args.runs):
+        config = TrainConfig.load(run / "config.json")
+        per_epoch = iterations_per_epoch(config, TRAIN_STOP)
+        curves[run.name] = {e: score for e, (_, score) in snapshot_scores(run, mnist).items()}
+        drops[run.name] = [step / per_epoch for step in config.lr_drops]
+        best = max(curves[run.name], key=curves[run.name].get)
+        print(f"{run.name}: best epoch {best} ({curves[run.name][best]:.1f}); "
+              + ", ".join(f"{e}: {v:.1f}" for e, v in sorted(curves[run.name].items())))
+    out = Path(args.out)
+    validation_curves(out, curves, drops)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"cheap_validation_parzen": curves, "lr_drop_epochs": drops}, indent=1) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_model
 
@@ -191,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("curves", help="validation Parzen per snapshot of runs, in one figure")
+    p.add_argument("runs", nargs="+", help="run folders with snapshots/")
+    p.add_argument("--out", default="docs/figures/validation_curves.png",
+                   help="PNG; the scores go beside it as .json")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("ablation", help="update scheme x G loss, same epochs, evaluated")
     p.add_argument("--out", default="runs/ablation")

@@ -122,20 +122,27 @@ def cheap_validation_parzen(source: GeneratorSource, mnist: MNIST, seed: int = 0
     return result.ll
 
 
-def select_snapshot(run: Path, mnist: MNIST, progress: bool = True,
-                    with_discriminator: bool = False) -> tuple[Path, dict[int, float]]:
-    """The generator snapshot of `run` with the best cheap validation Parzen (among those
-    with a discriminator snapshot beside them, if asked)."""
+def snapshot_scores(run: Path, mnist: MNIST, progress: bool = True,
+                    with_discriminator: bool = False) -> dict[int, tuple[Path, float]]:
+    """Cheap validation Parzen of each generator snapshot of `run` (only those with a
+    discriminator snapshot beside them, if asked), by epoch."""
     snapshots = sorted((int(m.group(1)), f) for f in (run / "snapshots").glob("*.pt")
                        if (m := SNAPSHOT.search(f.name)) and not (
                            with_discriminator and not f.with_name(
                                f.name.replace("generator", "discriminator")).is_file()))
     if not snapshots:
         raise FileNotFoundError(f"{run / 'snapshots'} holds no generator-epoch-*.pt")
-    scores = {epoch: cheap_validation_parzen(load_generator(f), mnist)
-              for epoch, f in tqdm(snapshots, desc="selecting", disable=not progress)}
+    return {epoch: (f, cheap_validation_parzen(load_generator(f), mnist))
+            for epoch, f in tqdm(snapshots, desc=f"scoring {run.name}", disable=not progress)}
+
+
+def select_snapshot(run: Path, mnist: MNIST, progress: bool = True,
+                    with_discriminator: bool = False) -> tuple[Path, dict[int, float]]:
+    """The generator snapshot of `run` with the best cheap validation Parzen."""
+    scored = snapshot_scores(run, mnist, progress, with_discriminator)
+    scores = {epoch: score for epoch, (_, score) in scored.items()}
     best = max(scores, key=scores.get)
-    return dict(snapshots)[best], scores
+    return scored[best][0], scores
 
 
 def evaluate(source: GeneratorSource, out_dir: Path, mnist: MNIST,

@@ -75,3 +75,24 @@ def training_curves(path: Path, metrics_file: Path,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def validation_curves(path: Path, curves: dict[str, dict[int, float]],
+                      drops: dict[str, list[float]]) -> Path:
+    """Cheap validation Parzen per snapshot epoch, one line per run, with each run's lr
+    drops (in epochs) as dotted lines of its colour."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=100)
+    for label, scores in curves.items():
+        epochs = sorted(scores)
+        (line,) = ax.plot(epochs, [scores[e] for e in epochs], "o-", ms=3, label=label)
+        for epoch in drops.get(label, []):
+            ax.axvline(epoch, color=line.get_color(), ls=":", lw=1)
+    ax.set_xlabel("epoch (dotted: an lr drop)")
+    ax.set_ylabel("validation Parzen LL, cheap setting (nats)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
