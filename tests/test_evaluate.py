@@ -15,6 +15,7 @@ from training.data import load_mnist
 from training.evaluate import cheap_validation_parzen, evaluate, load_generator
 from training.networks import build_networks
 from training.onnx_export import export_onnx
+from training.parzen import parzen_protocol
 
 from .conftest import TINY_MNIST
 
@@ -95,6 +96,17 @@ def test_cli_curves_scores_every_snapshot_and_draws_them(run: Path, mnist, tmp_p
     snapshot = run / "snapshots" / "generator-epoch-0002.pt"
     assert curve["2"] == pytest.approx(cheap_validation_parzen(load_generator(snapshot), mnist))
     assert out.stat().st_size > 1000 and "best epoch" in capsys.readouterr().out
+
+
+def test_cli_validate_uses_validation_images_only(run: Path, mnist,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    snapshot = run / "snapshots" / "generator-epoch-0002.pt"
+    assert main(["validate", str(snapshot), "--n-samples", "500"]) == 0
+    printed = capsys.readouterr().out
+    samples = load_generator(snapshot).sample(500, 0)
+    expected = parzen_protocol(samples, mnist.valid.images[:1000], mnist.valid.images[1000:])
+    assert f"validation Parzen LL {expected.ll:.1f} ± {expected.se:.1f}" in printed
+    assert "9000 validation images" in printed
 
 
 def test_a_generator_with_non_finite_output_is_refused() -> None:

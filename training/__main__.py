@@ -144,6 +144,18 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from training.data import load_mnist
+    from training.evaluate import load_generator, validation_parzen
+
+    mnist = load_mnist(args.data_dir)
+    for path in args.paths:
+        r = validation_parzen(load_generator(path), mnist, args.n_samples, args.seed)
+        print(f"{path}: validation Parzen LL {r.ll:.1f} ± {r.se:.1f} (σ {r.sigma:.3f}, "
+              f"{r.n_samples} samples, {r.n_test} validation images)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_model
 
@@ -215,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("validate", help="full-size Parzen on validation images only "
+                       "(compare runs without touching the test set)")
+    p.add_argument("paths", nargs="+", help="snapshots, checkpoints, .onnx or model folders")
+    p.add_argument("--n-samples", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("curves", help="validation Parzen per snapshot of runs, in one figure")
     p.add_argument("runs", nargs="+", help="run folders with snapshots/")
