@@ -107,7 +107,7 @@ def test_ring_of_8_gaussians_mode_coverage(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["alternating", "simultaneous"])
-def test_d_loss_scale_scales_d_steps_and_leaves_g_loss_alone(scheme: str) -> None:
+def test_d_loss_scale_scales_d_steps_and_logs_d_loss_unscaled(scheme: str) -> None:
     """From zero velocity an SGD step is -lr * grad, so D moves exactly `d_loss_scale` times
     as far; the logged d_loss stays -V (unscaled) so runs compare."""
     x = torch.from_numpy(ring_8().sample(50, np.random.default_rng(0)).astype(np.float32))
@@ -131,9 +131,10 @@ def test_d_loss_scale_scales_d_steps_and_leaves_g_loss_alone(scheme: str) -> Non
     assert stats[0.5]["d_loss"] == pytest.approx(stats[1.0]["d_loss"], rel=1e-6)
 
 
-def test_d_loss_scale_must_be_positive() -> None:
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_d_loss_scale_must_be_positive(scale: float) -> None:
     with pytest.raises(ValueError, match="d_loss_scale must be > 0"):
-        tiny(d_loss_scale=0.0)
+        tiny(d_loss_scale=scale)
 
 
 def test_mode_coverage_counts_by_the_protocol() -> None:

@@ -101,7 +101,7 @@ class TrainConfig:
         for name in ("d_input_keep", "d_hidden_keep"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is an include-probability in (0, 1]")
-        if self.d_loss_scale <= 0:
+        if not self.d_loss_scale > 0:  # NaN too
             raise ValueError(f"d_loss_scale must be > 0, got {self.d_loss_scale}")
         if self.lr <= 0 or self.lr_decay < 1.0 or self.lr_min < 0:
             raise ValueError("need lr > 0, lr_decay >= 1 and lr_min >= 0")
