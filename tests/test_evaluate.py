@@ -12,7 +12,13 @@ import torch
 from training.__main__ import main
 from training.config import preset, with_overrides
 from training.data import load_mnist
-from training.evaluate import cheap_validation_parzen, evaluate, load_generator
+from training.evaluate import (
+    cheap_validation_parzen,
+    evaluate,
+    load_generator,
+    select_snapshot,
+    validation_parzen,
+)
 from training.networks import build_networks
 from training.onnx_export import export_onnx
 from training.parzen import parzen_protocol
@@ -74,8 +80,8 @@ def test_evaluate_writes_the_report_and_figures(run: Path, mnist, tmp_path: Path
 
 def test_cli_select_picks_by_validation_only(run: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
-    code = main(["evaluate", str(run), "--select", "--seeds", "0", "--n-samples", "300",
-                 "--out", str(tmp_path)])
+    code = main(["evaluate", str(run), "--select", "--finalists", "1", "--seeds", "0",
+                 "--n-samples", "300", "--out", str(tmp_path)])
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
     by_epoch = report["validation_parzen_by_epoch"]
@@ -83,6 +89,20 @@ def test_cli_select_picks_by_validation_only(run: Path, tmp_path: Path,
     best = max(by_epoch, key=by_epoch.get)
     assert report["generator"].endswith(f"generator-epoch-{int(best):04d}.pt")
     assert "selected" in capsys.readouterr().out
+
+
+def test_select_rescores_the_cheap_finalists_at_full_size(run: Path, mnist) -> None:
+    selection = select_snapshot(run, mnist, progress=False, finalists=2, n_samples=500)
+    assert set(selection.cheap) == set(selection.full) == {1, 2}
+    for epoch, score in selection.full.items():
+        snapshot = load_generator(run / "snapshots" / f"generator-epoch-{epoch:04d}.pt")
+        assert score == pytest.approx(validation_parzen(snapshot, mnist, 500).ll)
+    best = max(selection.full, key=selection.full.get)
+    assert selection.best.name == f"generator-epoch-{best:04d}.pt"
+    one = select_snapshot(run, mnist, progress=False, finalists=1, n_samples=500)
+    assert list(one.full) == [max(one.cheap, key=one.cheap.get)]
+    with pytest.raises(ValueError, match="finalists"):
+        select_snapshot(run, mnist, progress=False, finalists=0)
 
 
 def test_cli_curves_scores_every_snapshot_and_draws_them(run: Path, mnist, tmp_path: Path,

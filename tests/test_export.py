@@ -107,12 +107,17 @@ def test_cli_export_with_evaluation(tiny_mnist_run: Path, tmp_path: Path,
         return real_evaluate(*args, **{**kwargs, "n_samples": 300, "seeds": (0,)})
 
     monkeypatch.setattr(export_module, "evaluate", small_evaluate)
-    code = main(["export", str(tiny_mnist_run), "--name", "tiny", "--select",
-                 "--models-dir", str(tmp_path)])
+    code = main(["export", str(tiny_mnist_run), "--name", "tiny", "--select", "--finalists",
+                 "1", "--models-dir", str(tmp_path)])
     assert code == 0
     card = json.loads((tmp_path / "tiny" / "model.json").read_text())
     assert card["evaluation"]["parzen"]["n_samples"] == 300
-    assert set(card["export"]["selection"]["scores"]) == {"1", "2"}
+    selection = card["export"]["selection"]
+    assert set(selection["scores"]) == {"1", "2"}
+    # one finalist: the cheap estimate's best, rescored at full size
+    cheap_best = max(selection["scores"], key=selection["scores"].get)
+    assert list(selection["finalists"]) == [cheap_best]
+    assert card["version"].endswith(f"epoch{int(cheap_best)}")
     assert (tmp_path / "tiny" / "evaluation" / "figure2_samples_and_nearest.png").is_file()
     assert "Parzen LL" in capsys.readouterr().out
 

@@ -102,9 +102,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.select:
         if not (path / "snapshots").is_dir():
             raise ValueError("--select needs a run folder with snapshots/")
-        best, validation_parzen = select_snapshot(path, mnist)
-        print(f"selected {best} (cheap validation Parzen {max(validation_parzen.values()):.1f})")
-        source = load_generator(best)
+        selection = select_snapshot(path, mnist, finalists=args.finalists,
+                                    n_samples=args.n_samples)
+        validation_parzen = selection.cheap
+        print(f"selected {selection.best} (validation Parzen "
+              f"{max(selection.full.values()):.1f}, full size)")
+        source = load_generator(selection.best)
     else:
         source = load_generator(path)
     run = path if path.is_dir() else path.parent
@@ -160,7 +163,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export_model
 
     folder = export_model(args.run, args.name, models_dir=Path(args.models_dir),
-                          epoch=args.epoch, select=args.select,
+                          epoch=args.epoch, select=args.select, finalists=args.finalists,
                           run_evaluation=not args.no_evaluate, data_dir=args.data_dir)
     card = json.loads((folder / "model.json").read_text())
     parzen = card["evaluation"].get("parzen")
@@ -209,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="report folder (default: PATH's run/evaluation)")
     p.add_argument("--select", action="store_true",
                    help="pick the run's snapshot with the best validation Parzen first")
+    p.add_argument("--finalists", type=int, default=3, help="with --select: snapshots, the "
+                   "best by cheap validation Parzen, rescored at full size (default 3)")
     p.add_argument("--seeds", default="0,1,2", help="sample seeds for the Parzen estimate")
     p.add_argument("--n-samples", type=int, default=10_000)
     p.add_argument("--classifier", default=str(Path(__file__).resolve().parent.parent
@@ -223,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--epoch", type=int, default=None, help="export this epoch's snapshot")
     which.add_argument("--select", action="store_true",
                        help="export the snapshot with the best validation Parzen")
+    p.add_argument("--finalists", type=int, default=3, help="with --select: snapshots, the "
+                   "best by cheap validation Parzen, rescored at full size (default 3)")
     p.add_argument("--models-dir", default=str(Path(__file__).resolve().parent.parent / "models"))
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
     p.add_argument("--data-dir", default=None)

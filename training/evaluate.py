@@ -144,13 +144,35 @@ def snapshot_scores(run: Path, mnist: MNIST, progress: bool = True,
             for epoch, f in tqdm(snapshots, desc=f"scoring {run.name}", disable=not progress)}
 
 
+@dataclass
+class Selection:
+    """Which snapshot a run exports, and the validation scores that chose it."""
+
+    best: Path
+    cheap: dict[int, float]  # every snapshot: cheap validation Parzen, by epoch
+    full: dict[int, float]  # the finalists: full-size validation Parzen, by epoch
+
+    def to_card(self) -> dict:
+        return {"by": f"full-size validation Parzen of the {len(self.full)} best snapshots "
+                      "by cheap validation Parzen",
+                "scores": self.cheap, "finalists": self.full}
+
+
 def select_snapshot(run: Path, mnist: MNIST, progress: bool = True,
-                    with_discriminator: bool = False) -> tuple[Path, dict[int, float]]:
-    """The generator snapshot of `run` with the best cheap validation Parzen."""
+                    with_discriminator: bool = False, finalists: int = 3,
+                    n_samples: int = 10_000) -> Selection:
+    """The snapshot of `run` with the best full-size validation Parzen among the `finalists`
+    best by the cheap estimate. The cheap one ranks every snapshot in seconds but saturates
+    once runs are good (139.8 vs 139.9 where full size gives 208.6 vs 204.0)."""
+    if finalists < 1:
+        raise ValueError(f"finalists must be >= 1, got {finalists}")
     scored = snapshot_scores(run, mnist, progress, with_discriminator)
-    scores = {epoch: score for epoch, (_, score) in scored.items()}
-    best = max(scores, key=scores.get)
-    return scored[best][0], scores
+    cheap = {epoch: score for epoch, (_, score) in scored.items()}
+    top = sorted(cheap, key=cheap.get, reverse=True)[:finalists]
+    full = {epoch: validation_parzen(load_generator(scored[epoch][0]), mnist, n_samples).ll
+            for epoch in tqdm(top, desc="finalists, full size", disable=not progress)}
+    best = max(full, key=full.get)
+    return Selection(scored[best][0], cheap, full)
 
 
 def evaluate(source: GeneratorSource, out_dir: Path, mnist: MNIST,

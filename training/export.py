@@ -111,15 +111,15 @@ def check_parity(g: nn.Module, d: nn.Module, folder: Path, config: TrainConfig,
 def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
                  epoch: int | None = None, select: bool = False, run_evaluation: bool = True,
                  data_dir: str | Path | None = None, evaluation_seeds: tuple[int, ...] = (0, 1, 2),
-                 evaluation_samples: int = 10_000) -> Path:
+                 evaluation_samples: int = 10_000, finalists: int = 3) -> Path:
     run = Path(run)
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
         raise ValueError(f"model name {name!r}: use lower-case letters, digits, '.', '_', '-'")
     mnist = load_mnist(data_dir) if (select or run_evaluation) else None
     selection = None
     if select:
-        best, selection = select_snapshot(run, mnist, with_discriminator=True)
-        epoch = int(re.search(r"(\d+)\.pt$", best.name).group(1))
+        selection = select_snapshot(run, mnist, with_discriminator=True, finalists=finalists)
+        epoch = int(re.search(r"(\d+)\.pt$", selection.best.name).group(1))
     config, g_state, d_state, facts = load_pair(run, epoch)
     if not config.image_data:
         raise ValueError(f"{run} trained on {config.dataset}; only MNIST models are served")
@@ -156,7 +156,7 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
                                                 strict=True)), **facts,
                      "run": run.name, "torch": torch.__version__},
         "export": {"parity_max_abs_error": parity, "selection": (
-            {"by": "cheap validation Parzen", "scores": selection} if selection else
+            selection.to_card() if selection else
             {"by": "latest checkpoint" if epoch is None else f"snapshot of epoch {epoch}"})},
         "evaluation": {},
     }
@@ -164,7 +164,8 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
     if run_evaluation:
         report = evaluate(load_generator(folder), folder / "evaluation", mnist,
                           seeds=evaluation_seeds, n_samples=evaluation_samples,
-                          metrics_file=run / METRICS, validation_parzen=selection)
+                          metrics_file=run / METRICS,
+                          validation_parzen=selection.cheap if selection else None)
         p = report["parzen"]
         card["evaluation"] = {
             "parzen": {"ll": p["ll"], "se": p["se"], "sigma": p["sigma"],
