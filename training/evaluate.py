@@ -148,7 +148,8 @@ def snapshot_scores(run: Path, mnist: MNIST, progress: bool = True,
 class Selection:
     """Which snapshot a run exports, and the validation scores that chose it."""
 
-    best: Path
+    epoch: int
+    best: Path  # that epoch's generator snapshot
     cheap: dict[int, float]  # every snapshot: cheap validation Parzen, by epoch
     full: dict[int, float]  # the finalists: full-size validation Parzen, by epoch
 
@@ -172,7 +173,7 @@ def select_snapshot(run: Path, mnist: MNIST, progress: bool = True,
     full = {epoch: validation_parzen(load_generator(scored[epoch][0]), mnist, n_samples).ll
             for epoch in tqdm(top, desc="finalists, full size", disable=not progress)}
     best = max(full, key=full.get)
-    return Selection(scored[best][0], cheap, full)
+    return Selection(best, scored[best][0], cheap, full)
 
 
 def evaluate(source: GeneratorSource, out_dir: Path, mnist: MNIST,

@@ -119,7 +119,7 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
     selection = None
     if select:
         selection = select_snapshot(run, mnist, with_discriminator=True, finalists=finalists)
-        epoch = int(re.search(r"(\d+)\.pt$", selection.best.name).group(1))
+        epoch = selection.epoch
     config, g_state, d_state, facts = load_pair(run, epoch)
     if not config.image_data:
         raise ValueError(f"{run} trained on {config.dataset}; only MNIST models are served")
