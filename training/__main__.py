@@ -38,6 +38,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                            else f"comma-separated (default {','.join(map(str, f.default))})")
 
 
+def add_finalists_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--finalists", type=int, default=3, help="with --select: snapshots, "
+                        "the best by cheap validation Parzen, rescored at full size (default 3)")
+
+
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {key[4:]: value for key, value in vars(args).items()
             if key.startswith("cfg_") and value is not None}
@@ -160,10 +165,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from training.averaging import parse_windows
     from training.export import export_model
 
     folder = export_model(args.run, args.name, models_dir=Path(args.models_dir),
                           epoch=args.epoch, select=args.select, finalists=args.finalists,
+                          average=parse_windows(args.average) if args.average else None,
                           run_evaluation=not args.no_evaluate, data_dir=args.data_dir)
     card = json.loads((folder / "model.json").read_text())
     parzen = card["evaluation"].get("parzen")
@@ -212,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="report folder (default: PATH's run/evaluation)")
     p.add_argument("--select", action="store_true",
                    help="pick the run's snapshot with the best validation Parzen first")
-    p.add_argument("--finalists", type=int, default=3, help="with --select: snapshots, the "
-                   "best by cheap validation Parzen, rescored at full size (default 3)")
+    add_finalists_flag(p)
     p.add_argument("--seeds", default="0,1,2", help="sample seeds for the Parzen estimate")
     p.add_argument("--n-samples", type=int, default=10_000)
     p.add_argument("--classifier", default=str(Path(__file__).resolve().parent.parent
@@ -228,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--epoch", type=int, default=None, help="export this epoch's snapshot")
     which.add_argument("--select", action="store_true",
                        help="export the snapshot with the best validation Parzen")
-    p.add_argument("--finalists", type=int, default=3, help="with --select: snapshots, the "
-                   "best by cheap validation Parzen, rescored at full size (default 3)")
+    which.add_argument("--average", metavar="FIRST:LAST[,FIRST:LAST...]", default=None,
+                       help="export G averaged over the snapshots of an epoch window (the one "
+                       "of those given with the best validation Parzen among those that pass "
+                       "the memorisation check on validation) with the window's last D")
+    add_finalists_flag(p)
     p.add_argument("--models-dir", default=str(Path(__file__).resolve().parent.parent / "models"))
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
     p.add_argument("--data-dir", default=None)

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.averaging import average_generator, snapshot_file
 from training.classifier import sha256_file
 from training.config import PRESETS, TrainConfig
 from training.data import MNIST_SHA256, TRAIN_STOP, load_mnist
-from training.evaluate import evaluate, load_generator, select_snapshot
+from training.evaluate import evaluate, load_generator, select_snapshot, select_window
 from training.networks import SQRT3, Generator, build_networks, sample_noise
 from training.onnx_export import OPSET, export_onnx
 from training.onnx_models import cpu_session
@@ -91,6 +92,19 @@ def load_pair(run: Path, epoch: int | None) -> tuple[TrainConfig, dict, dict, di
     return config, g_state, d_state, facts
 
 
+def load_average(run: Path, first: int, last: int) -> tuple[TrainConfig, dict, dict, dict]:
+    """load_pair for G averaged over the snapshots of epochs [first, last], with the D of
+    the last of them (see training/averaging.py for why D is not averaged)."""
+    config = TrainConfig.load(run / "config.json")
+    g_state, epochs = average_generator(run, first, last)
+    d_state = torch.load(snapshot_file(run, "discriminator", epochs[-1]), map_location="cpu")
+    record = _epoch_record(run, epochs[-1])
+    facts = {"epochs": epochs[-1], "steps": record.get("step"), "seconds": record.get("seconds"),
+             "device": record.get("device", "unknown"),
+             "averaged_epochs": {"first": epochs[0], "last": epochs[-1], "count": len(epochs)}}
+    return config, g_state, d_state, facts
+
+
 def check_parity(g: nn.Module, d: nn.Module, folder: Path, config: TrainConfig,
                  batch_sizes: tuple[int, ...] = (1, 7, 256)) -> dict[str, float]:
     """Largest |onnxruntime - torch| over fresh random batches, for G's images and D's logit."""
@@ -111,16 +125,27 @@ def check_parity(g: nn.Module, d: nn.Module, folder: Path, config: TrainConfig,
 def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
                  epoch: int | None = None, select: bool = False, run_evaluation: bool = True,
                  data_dir: str | Path | None = None, evaluation_seeds: tuple[int, ...] = (0, 1, 2),
-                 evaluation_samples: int = 10_000, finalists: int = 3) -> Path:
+                 evaluation_samples: int = 10_000, finalists: int = 3,
+                 average: list[tuple[int, int]] | None = None) -> Path:
+    """Export the latest checkpoint, the snapshot of `epoch`, the snapshot chosen by
+    validation Parzen (`select`), or G averaged over the window of `average` that
+    `select_window` picks, with the window's last D."""
     run = Path(run)
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
         raise ValueError(f"model name {name!r}: use lower-case letters, digits, '.', '_', '-'")
-    mnist = load_mnist(data_dir) if (select or run_evaluation) else None
+    if sum((epoch is not None, select, bool(average))) > 1:
+        raise ValueError("choose one of epoch, select and average")
+    mnist = load_mnist(data_dir) if (select or average or run_evaluation) else None
     selection = None
-    if select:
-        selection = select_snapshot(run, mnist, with_discriminator=True, finalists=finalists)
-        epoch = selection.epoch
-    config, g_state, d_state, facts = load_pair(run, epoch)
+    if average:
+        selection = select_window(run, mnist, average, n_samples=evaluation_samples)
+        config, g_state, d_state, facts = load_average(run, *selection.window)
+    else:
+        if select:
+            selection = select_snapshot(run, mnist, with_discriminator=True,
+                                        finalists=finalists)
+            epoch = selection.epoch
+        config, g_state, d_state, facts = load_pair(run, epoch)
     if not config.image_data:
         raise ValueError(f"{run} trained on {config.dataset}; only MNIST models are served")
     g, d = build_networks(config)
@@ -139,7 +164,8 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
     uniform = config.noise == "uniform"
     card = {
         "name": name,
-        "version": f"{run.name}-epoch{facts['epochs']}",
+        "version": (f"{run.name}-epoch{facts['epochs']}" if not average else
+                    f"{run.name}-average{selection.window[0]}-{selection.window[1]}"),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "latent": {"dim": config.latent_dim, "distribution": config.noise,
                    "low": -SQRT3 if uniform else None, "high": SQRT3 if uniform else None},
@@ -165,7 +191,7 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
         report = evaluate(load_generator(folder), folder / "evaluation", mnist,
                           seeds=evaluation_seeds, n_samples=evaluation_samples,
                           metrics_file=run / METRICS,
-                          validation_parzen=selection.cheap if selection else None)
+                          validation_parzen=selection.cheap if select else None)
         p = report["parzen"]
         card["evaluation"] = {
             "parzen": {"ll": p["ll"], "se": p["se"], "sigma": p["sigma"],

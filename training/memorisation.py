@@ -39,9 +39,13 @@ QUANTILES = (0.0, 0.01, 0.05, 0.5)
 
 def memorisation_check(samples: np.ndarray, test: np.ndarray, train: np.ndarray
                        ) -> Memorisation:
-    _, d_samples = nearest_neighbours(samples, train)
-    _, d_test = nearest_neighbours(test, train)
+    return memorisation_from_distances(nearest_neighbours(samples, train)[1],
+                                       nearest_neighbours(test, train)[1])
 
+
+def memorisation_from_distances(d_samples: np.ndarray, d_test: np.ndarray) -> Memorisation:
+    """memorisation_check from each sample's and each test image's nearest-train distance
+    (to compare many generators against one set of test distances)."""
     def quantiles(d: np.ndarray) -> dict[str, float]:
         return {f"q{int(q * 100):02d}": float(np.quantile(d, q)) for q in QUANTILES}
 
