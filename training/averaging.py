@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from training.train import SNAPSHOT, snapshot_file
+
 WINDOW = re.compile(r"(\d+):(\d+)")
 
 
@@ -53,15 +55,10 @@ def parse_windows(text: str) -> list[tuple[int, int]]:
     return windows
 
 
-def snapshot_file(run: Path, net: str, epoch: int) -> Path:
-    return run / "snapshots" / f"{net}-epoch-{epoch:04d}.pt"
-
-
 def window_epochs(run: Path, first: int, last: int) -> list[int]:
     """Epochs in [first, last] with both a G and a D snapshot in `run`."""
-    pattern = re.compile(r"generator-epoch-(\d+)\.pt$")
     epochs = sorted(int(m.group(1)) for f in (run / "snapshots").glob("generator-epoch-*.pt")
-                    if (m := pattern.search(f.name)) and first <= int(m.group(1)) <= last
+                    if (m := SNAPSHOT.search(f.name)) and first <= int(m.group(1)) <= last
                     and snapshot_file(run, "discriminator", int(m.group(1))).is_file())
     if not epochs:
         raise FileNotFoundError(f"{run / 'snapshots'} holds no G and D snapshot pair for "

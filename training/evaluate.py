@@ -8,7 +8,6 @@ service's seed contract (DESIGN.md): z = default_rng(seed).uniform(low, high, (n
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,8 +34,7 @@ from training.memorisation import (
 from training.networks import SQRT3, build_networks
 from training.onnx_models import cpu_session, run_batched
 from training.parzen import ParzenResult, parzen_protocol
-
-SNAPSHOT = re.compile(r"generator-epoch-(\d+)\.pt$")
+from training.train import SNAPSHOT
 
 
 @dataclass

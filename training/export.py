@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.averaging import average_generator, snapshot_file
+from training.averaging import average_generator
 from training.classifier import sha256_file
 from training.config import PRESETS, TrainConfig
 from training.data import MNIST_SHA256, TRAIN_STOP, load_mnist
@@ -24,7 +24,7 @@ from training.evaluate import evaluate, load_generator, select_snapshot, select_
 from training.networks import SQRT3, Generator, build_networks, sample_noise
 from training.onnx_export import OPSET, export_onnx
 from training.onnx_models import cpu_session
-from training.train import CHECKPOINT, METRICS, iterations_per_epoch, load_checkpoint
+from training.train import CHECKPOINT, METRICS, iterations_per_epoch, load_checkpoint, snapshot_file
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 PARITY_TOLERANCE = 1e-5
@@ -80,8 +80,7 @@ def load_pair(run: Path, epoch: int | None) -> tuple[TrainConfig, dict, dict, di
                  "seconds": round(state["seconds"], 1),
                  "device": state.get("device", "unknown")}
         return config, state["generator"], state["discriminator"], facts
-    files = [run / "snapshots" / f"{net}-epoch-{epoch:04d}.pt"
-             for net in ("generator", "discriminator")]
+    files = [snapshot_file(run, net, epoch) for net in ("generator", "discriminator")]
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"{f} is missing: export needs G and D of one epoch")

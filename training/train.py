@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -33,6 +34,13 @@ from training.networks import Discriminator, Generator, build_networks, sample_n
 from training.sgd import ClassicMomentumSGD, learning_rate, momentum_at, set_hyperparameters
 from training.toy import toy_distribution
 from training.toy_plots import plot_toy_samples
+
+SNAPSHOT = re.compile(r"generator-epoch-(\d+)\.pt$")  # a run's snapshots/ G files
+
+
+def snapshot_file(run: Path, net: str, epoch: int) -> Path:
+    """run/snapshots/{generator,discriminator}-epoch-NNNN.pt"""
+    return run / "snapshots" / f"{net}-epoch-{epoch:04d}.pt"
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -325,7 +333,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
                     (out / "snapshots").mkdir(exist_ok=True)
                     for net, module in (("generator", g), ("discriminator", d)):
                         torch.save(module.state_dict(),
-                                   out / "snapshots" / f"{net}-epoch-{epoch:04d}.pt")
+                                   snapshot_file(out, net, epoch))
                 if progress:
                     print(f"epoch {epoch}/{config.epochs}: {seconds_per_iter * 1e3:.1f} "
                           f"ms/iteration, D(x) {stats['d_real']:.3f}, "
