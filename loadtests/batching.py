@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtests.run import start_service  # noqa: E402
+from loadtests.server import serving_shipped  # noqa: E402
 
 
 def hammer(url: str, users: int, seconds: float) -> tuple[float, list[float], int]:
@@ -53,7 +52,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--port", type=int, default=3018)
     args = parser.parse_args()
     settings = {"off": {"COUNTERFEIT_BATCHING": "off"},
                 "on, wait 2 ms": {"COUNTERFEIT_BATCHING": "on", "COUNTERFEIT_BATCH_WAIT_MS": "2"},
@@ -62,14 +60,9 @@ def main() -> int:
           f"n=1 npy, {args.seconds:.0f} s)")
     print("| --- | --- | --- | --- | --- |")
     for label, env in settings.items():
-        server = start_service(args.port, Path(tempfile.mkdtemp(prefix="jobs-")), env)
-        try:
-            hammer(f"http://127.0.0.1:{args.port}", args.users, 2)  # warm-up
-            wall, lat, errors = hammer(f"http://127.0.0.1:{args.port}", args.users,
-                                       args.seconds)
-        finally:
-            server.terminate()
-            server.wait(20)
+        with serving_shipped(**env) as server:
+            hammer(server.url, args.users, 2)  # warm-up
+            wall, lat, errors = hammer(server.url, args.users, args.seconds)
         print(f"| {label} | {len(lat) / wall:.0f} | {lat[len(lat) // 2] * 1e3:.1f} | "
               f"{lat[int(0.99 * len(lat))] * 1e3:.1f} | {errors} |")
     return 0

@@ -9,7 +9,6 @@ torch eager) under the same locust profile; 5 our trainer vs a minimal loop; 6 P
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,9 +31,11 @@ sys.path.insert(0, str(REPO))
 
 from loadtests.baselines.fastapi_torch import generator_from_onnx  # noqa: E402
 from loadtests.batching import hammer  # noqa: E402
-from loadtests.run import start_service  # noqa: E402
+from loadtests.server import MODELS, free_port, running, serving_shipped  # noqa: E402
+from service.contract.card import read_card  # noqa: E402
+from service.runtime import make_session  # noqa: E402
 
-MODEL = REPO / "models" / "mnist-mlp"
+MODEL = MODELS / "mnist-mlp"
 G_FLOPS_PER_SAMPLE = 2 * (100 * 1200 + 1200 * 1200 + 1200 * 784)
 # docs/benchmarks.md from this line on is written by hand and kept by `make bench`
 ANALYSIS = "<!-- analysis: written by hand, kept by make bench -->"
@@ -65,10 +66,7 @@ def _ort_matmul(k: int, n: int, threads: int) -> Callable[[np.ndarray], object]:
         [helper.make_tensor("b", TensorProto.FLOAT, (k, n),
                             np.random.default_rng(0).random((k, n), np.float32).ravel())])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = make_session(model.SerializeToString(), ["CPUExecutionProvider"], threads)
     return lambda a: session.run(None, {"a": a})
 
 
@@ -91,10 +89,8 @@ def gemm_gflops(threads: int) -> tuple[float, str]:
 
 
 def row1_inprocess(threads: int) -> tuple[list[str], dict[int, float]]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(MODEL / "generator.onnx"), options,
-                                   providers=["CPUExecutionProvider"])
+    # the session as the service runs it
+    session = make_session(MODEL / "generator.onnx", ["CPUExecutionProvider"], threads)
     torch.set_num_threads(threads)
     g = generator_from_onnx(MODEL / "generator.onnx")
     gflops, reached_by = gemm_gflops(threads)
@@ -102,8 +98,9 @@ def row1_inprocess(threads: int) -> tuple[list[str], dict[int, float]]:
     lines = ["| batch | onnxruntime samples/s | torch eager samples/s | ort / torch | "
              "ort / GEMM ceiling |", "| --- | --- | --- | --- | --- |"]
     ort_rates = {}
+    latent = read_card(MODEL).latent
     for batch in (1, 16, 64, 256, 1024):
-        z = np.random.default_rng(0).uniform(-1.7, 1.7, (batch, 100)).astype(np.float32)
+        z = latent.sample(batch, seed=0)
         zt = torch.from_numpy(z)
         r_ort = rate(lambda z=z: session.run(None, {"z": z}), batch)
         with torch.no_grad():
@@ -140,40 +137,31 @@ def served_rate(url: str, n: int, clients: int, seconds: float) -> float:
     return done[0] / (time.monotonic() - started)
 
 
-def row2_served(ort_rates: dict[int, float], port: int, seconds: float
+def row2_served(ort_rates: dict[int, float], seconds: float
                 ) -> tuple[list[str], dict[tuple[int, int], float]]:
-    server = start_service(port, Path(tempfile.mkdtemp()), {})
-    url = f"http://127.0.0.1:{port}"
     lines = ["| request | clients | served samples/s | in-process samples/s | "
              "served / in-process |", "| --- | --- | --- | --- | --- |"]
     ratios = {}
-    try:
+    with serving_shipped() as server:
         for n in (64, 256):
             for clients in (1, 4):
-                served_rate(url, n, clients, 1.0)  # warm-up
-                served = served_rate(url, n, clients, seconds)
+                served_rate(server.url, n, clients, 1.0)  # warm-up
+                served = served_rate(server.url, n, clients, seconds)
                 ratios[(n, clients)] = served / ort_rates[n]
                 lines.append(f"| n={n} npy | {clients} | {served:,.0f} | {ort_rates[n]:,.0f} | "
                              f"{served / ort_rates[n]:.2f} |")
-    finally:
-        server.terminate()
-        server.wait(30)
     return lines, ratios
 
 
-def row3_batching(port: int, seconds: float) -> tuple[list[str], dict[str, dict]]:
+def row3_batching(seconds: float) -> tuple[list[str], dict[str, dict]]:
     lines = ["| batching | requests/s | p50 ms | p99 ms | errors (503s included) |",
              "| --- | --- | --- | --- | --- |"]
     figures = {}
     for label, env in (("off", {"COUNTERFEIT_BATCHING": "off"}),
                        ("on (2 ms, 256 rows)", {"COUNTERFEIT_BATCHING": "on"})):
-        server = start_service(port, Path(tempfile.mkdtemp()), env)
-        try:
-            hammer(f"http://127.0.0.1:{port}", 32, 2)
-            wall, lat, errors = hammer(f"http://127.0.0.1:{port}", 32, seconds)
-        finally:
-            server.terminate()
-            server.wait(30)
+        with serving_shipped(**env) as server:
+            hammer(server.url, 32, 2)
+            wall, lat, errors = hammer(server.url, 32, seconds)
         figures[label] = {"rps": len(lat) / wall, "p99_ms": lat[int(0.99 * len(lat))] * 1e3,
                           "errors": errors}
         lines.append(f"| {label} | {len(lat) / wall:.0f} | {lat[len(lat) // 2] * 1e3:.1f} | "
@@ -193,37 +181,22 @@ def _locust(profile: str, host: str, users: int, duration: str, out: Path) -> di
             "failures": int(agg["Failure Count"])}
 
 
-def row4_peer(port: int, duration: str, users: int) -> tuple[list[str], dict[str, float]]:
+def row4_peer(duration: str, users: int) -> tuple[list[str], dict[str, float]]:
     lines = ["| profile | server | samples/s | p99 ms | failures |",
              "| --- | --- | --- | --- | --- |"]
     results, ratios = {}, {}
     out = Path(tempfile.mkdtemp())
     for profile, n in (("npy64", 64), ("single", 1)):
-        server = start_service(port, Path(tempfile.mkdtemp()), {})
-        try:
-            results[(profile, "counterfeit")] = _locust(profile, f"http://127.0.0.1:{port}",
-                                                        users, duration, out / f"c-{profile}")
-        finally:
-            server.terminate()
-            server.wait(30)
-        peer = subprocess.Popen([sys.executable, "-m", "uvicorn",
-                                 "loadtests.baselines.fastapi_torch:app", "--port",
-                                 str(port + 1), "--log-level", "warning"], cwd=REPO,
-                                env=os.environ, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port + 1}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            results[(profile, "peer")] = _locust(profile, f"http://127.0.0.1:{port + 1}",
-                                                 users, duration, out / f"p-{profile}")
-        finally:
-            peer.terminate()
-            peer.wait(30)
+        with serving_shipped() as server:
+            results[(profile, "counterfeit")] = _locust(profile, server.url, users, duration,
+                                                        out / f"c-{profile}")
+        port = free_port()
+        peer = f"http://127.0.0.1:{port}"
+        with running([sys.executable, "-m", "uvicorn", "loadtests.baselines.fastapi_torch:app",
+                      "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                     peer, out / f"peer-{profile}.log"):
+            results[(profile, "peer")] = _locust(profile, peer, users, duration,
+                                                 out / f"p-{profile}")
         for who in ("counterfeit", "peer"):
             r = results[(profile, who)]
             lines.append(f"| {profile} ({users} users) | {who} | {r['rps'] * n:,.0f} | "
@@ -258,17 +231,18 @@ def goals(served: dict[tuple[int, int], float], batching: dict[str, dict],
 
 def row5_training(steps: int) -> list[str]:
     from training.config import preset, with_overrides
-    from training.data import load_mnist
-    from training.networks import build_networks, sample_noise
-    from training.train import train
+    from training.data.mnist import load_mnist
+    from training.gan.networks import build_networks, sample_noise
+    from training.gan.train import train
+    from training.runs import training_metrics
 
     torch.set_num_threads(2)
     data = load_mnist().train.images
     config = with_overrides(preset("mnist-paper"), {"log_every": steps // 2, "threads": 2})
     with tempfile.TemporaryDirectory() as run:
         train(config, run, data=data, max_steps=steps, progress=False)
-        lines = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        ours = (lines[-1]["seconds"] - lines[0]["seconds"]) / (steps // 2)
+        records = training_metrics(Path(run))
+        ours = (records[-1]["seconds"] - records[0]["seconds"]) / (steps // 2)
 
     x_all = torch.from_numpy(data)
     bce = torch.nn.BCEWithLogitsLoss()
@@ -317,8 +291,8 @@ def row5_training(steps: int) -> list[str]:
 
 
 def row6_parzen() -> list[str]:
-    from training.data import load_mnist
-    from training.parzen import parzen_protocol
+    from training.data.mnist import load_mnist
+    from training.evaluation.parzen import parzen_protocol
 
     m = load_mnist()
     t = time.perf_counter()
@@ -340,17 +314,16 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="per load measurement")
-    parser.add_argument("--port", type=int, default=3040)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     sections = []
     rows1, ort_rates = row1_inprocess(threads=2)
     sections.append(("1. Generator in-process (2 threads)", rows1))
-    rows2, served = row2_served(ort_rates, args.port, args.seconds)
+    rows2, served = row2_served(ort_rates, args.seconds)
     sections.append(("2. Served vs in-process", rows2))
-    rows3, batching = row3_batching(args.port, args.seconds)
+    rows3, batching = row3_batching(args.seconds)
     sections.append(("3. n=1 requests at 32 concurrent clients", rows3))
-    rows4, peer = row4_peer(args.port, f"{int(args.seconds * 2)}s", users=16)
+    rows4, peer = row4_peer(f"{int(args.seconds * 2)}s", users=16)
     sections.append(("4. Peer: FastAPI + torch eager, same locust profile", rows4))
     sections.append(("5. Training iteration", row5_training(steps=200)))
     sections.append(("6. Evaluation", row6_parzen()))

@@ -1,50 +1,31 @@
 """Start-up time and single-client latency of the service: starts `bentoml serve` on the
 shipped models, waits for /readyz, then times sequential /sample requests.
 
-    .venv/bin/python loadtests/latency.py [--requests 200] [--port 3017]
+    .venv/bin/python loadtests/latency.py [--requests 200]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loadtests.server import serving_shipped  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--port", type=int, default=3017)
     args = parser.parse_args()
-    url = f"http://127.0.0.1:{args.port}"
     started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve",
-                               "service.service:Counterfeit", "--host", "127.0.0.1",
-                               "--port", str(args.port)], cwd=REPO, env=os.environ,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while True:
-            if server.poll() is not None:
-                print("the server exited; run `make serve` to see why", file=sys.stderr)
-                return 1
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - started > 120:
-                print("not ready after 120 s", file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+    with serving_shipped() as server:
         ready = time.perf_counter() - started
+        url = server.url
         provider = next(iter(httpx.post(f"{url}/models", json={}).json()["models"].values())
                         )["provider"]
         print(f"ready after {ready:.2f} s (process start to /readyz 200), provider {provider}")
@@ -63,9 +44,6 @@ def main() -> int:
                 print(f"/sample n={n:<3} npy: p50 {statistics.median(times) * 1e3:.2f} ms, "
                       f"p90 {times[int(0.9 * len(times))] * 1e3:.2f} ms over {len(times)} "
                       "sequential requests")
-    finally:
-        server.terminate()
-        server.wait(20)
     return 0
 
 

@@ -121,21 +121,21 @@ class BatchJobUser(HttpUser):
 
     @task
     def job(self) -> None:
-        with self.client.post("/generate_job/submit", json={"n": 5000}, headers=JSON,
-                              name="/generate_job/submit n=5000", catch_response=True) as r:
-            if r.status_code != 200 or "task_id" not in r.json():
+        with self.client.post("/jobs/submit", json={"n": 5000}, headers=JSON,
+                              name="/jobs/submit n=5000", catch_response=True) as r:
+            if r.status_code != 202 or "job_id" not in r.json():
                 r.failure(f"status {r.status_code}")
                 return
-            task_id = r.json()["task_id"]
+            job = {"job_id": r.json()["job_id"]}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            status = self.client.get("/generate_job/status", params={"task_id": task_id},
-                                     name="/generate_job/status").json().get("status")
-            if status != "in_progress":
+            state = self.client.post("/jobs/status", json=job, headers=JSON,
+                                     name="/jobs/status").json().get("state")
+            if state not in ("queued", "running"):
                 break
             time.sleep(0.5)
-        with self.client.get("/generate_job/get", params={"task_id": task_id},
-                             name="/generate_job/get", catch_response=True) as r:
+        with self.client.post("/jobs/result", json=job, headers=JSON, name="/jobs/result",
+                              catch_response=True) as r:
             try:
                 images = np.load(io.BytesIO(r.content))["images"]
             except Exception as err:  # any unreadable answer is a failure of the service

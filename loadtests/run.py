@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import re
 import subprocess
 import sys
-import tempfile
-import time
+from contextlib import nullcontext
 from pathlib import Path
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loadtests.server import REPO, serving_shipped  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 PROFILES = {
     "mixed": [],  # every user class, by weight
     "person": ["PersonAskingForAGrid"],
@@ -33,24 +31,13 @@ PROFILES = {
 }
 
 
-def start_service(port: int, jobs_dir: Path, env: dict[str, str]) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:Counterfeit", "--host",
-         "127.0.0.1", "--port", str(port)], cwd=REPO,
-        env={**os.environ, "COUNTERFEIT_JOBS_DIR": str(jobs_dir), **env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the service exited at start; run `make serve` to see why")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("the service was not ready within 120 s")
+def locust_command(host: str, users: int, spawn_rate: float, run_time: str, csv: Path,
+                   *options: str) -> list[str]:
+    """locust, headless, on locustfile.py against `host`, its CSVs at `csv`_*.csv; `options`
+    are more flags and the user classes to run (all of them, by weight, without any)."""
+    return [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
+            "--host", host, "-u", str(users), "-r", str(spawn_rate), "--run-time", run_time,
+            "--csv", str(csv), "--only-summary", *options]
 
 
 def summarise(stats_csv: Path) -> tuple[str, dict]:
@@ -81,32 +68,21 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--spawn-rate", type=float, default=10)
     parser.add_argument("--duration", default="60s", help="locust --run-time, e.g. 30s, 5m")
-    parser.add_argument("--port", type=int, default=3030)
     parser.add_argument("--host", default=None,
                         help="test a running service at this URL instead of starting one")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = Path(args.out or HERE / "results" / args.profile)
     out.mkdir(parents=True, exist_ok=True)
-    server = None
-    host = args.host
-    if host is None:
-        server = start_service(args.port, Path(tempfile.mkdtemp(prefix="jobs-")), {})
-        host = f"http://127.0.0.1:{args.port}"
-    try:
-        command = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"),
-                   "--headless", "--host", host, "-u", str(args.users), "-r",
-                   str(args.spawn_rate), "--run-time", args.duration, "--csv",
-                   str(out / "locust"), "--html", str(out / "report.html"), "--only-summary",
-                   *PROFILES[args.profile]]
+    with nullcontext() if args.host else serving_shipped() as server:
+        host = args.host or server.url
+        command = locust_command(host, args.users, args.spawn_rate, args.duration,
+                                 out / "locust", "--html", str(out / "report.html"),
+                                 *PROFILES[args.profile])
         locust = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if not (out / "locust_stats.csv").is_file():
             print(locust.stdout + locust.stderr, file=sys.stderr)
             return 1
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
     table, total = summarise(out / "locust_stats.csv")
     head = (f"profile {args.profile}, {args.users} users, {args.duration}: "
             f"{total['requests_per_s']:.1f} requests/s, {total['samples_per_s']:.0f} samples/s, "

@@ -14,14 +14,14 @@ import argparse
 import csv
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from loadtests.run import HERE, REPO, start_service, summarise  # noqa: E402
+from loadtests.run import HERE, locust_command, summarise  # noqa: E402
+from loadtests.server import REPO, serving_shipped  # noqa: E402
 
 MAX_GROWTH = 0.10
 
@@ -63,22 +63,18 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=60,
                         help="seconds of load before the reference memory reading")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between readings")
-    parser.add_argument("--port", type=int, default=3031)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "soak")
     args = parser.parse_args()
     if not 0 <= args.warmup < args.duration:
         parser.error("--warmup must be shorter than --duration")
     args.out.mkdir(parents=True, exist_ok=True)
 
-    server = start_service(args.port, Path(tempfile.mkdtemp(prefix="jobs-")), {})
     samples: list[tuple[float, float]] = []
-    try:
+    with serving_shipped() as server:
         idle = service_rss(server.pid)
         locust = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
-             "--host", f"http://127.0.0.1:{args.port}", "-u", str(args.users), "-r", "5",
-             "--run-time", f"{args.duration}s", "--csv", str(args.out / "locust"),
-             "--only-summary"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            locust_command(server.url, args.users, 5, f"{args.duration}s", args.out / "locust"),
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started = time.monotonic()
         while locust.poll() is None:
             samples.append((time.monotonic() - started, service_rss(server.pid)))
@@ -86,9 +82,6 @@ def main() -> int:
                   end="", flush=True)
             time.sleep(args.every)
         print()
-    finally:
-        server.terminate()
-        server.wait(30)
 
     with (args.out / "soak.csv").open("w", newline="") as f:
         csv.writer(f).writerows([("seconds", "rss_mib"), *samples])

@@ -1,5 +1,6 @@
 """Encoding images for responses and decoding uploads for scoring, validated before any
-large allocation. numpy and pillow only."""
+large allocation. Every shape comes from the model card's ImageSpec: grey (H, W) or
+channels-first (C, H, W) images. numpy and pillow only."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import math
 import numpy as np
 from PIL import Image
 
-from service.request_errors import RequestError
+from service.contract.card import ImageSpec
+from service.errors import RequestError
 
 NPY_MAGIC = b"\x93NUMPY"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_SCORE_IMAGES = 1024
-PNG_MAX_SIDE = 28  # a score upload is one 28 x 28 digit
 
 
 def encode_npy(array: np.ndarray) -> bytes:
@@ -23,19 +25,27 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def encode_png_grid(images: np.ndarray, cols: int | None = None, pad: int = 2,
-                    scale: int = 2) -> bytes:
-    """(n, 28, 28) floats in [0, 1] -> one PNG grid, white gaps, `scale`x enlarged."""
-    n, h, w = images.shape
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] -> uint8 pixels, rounded to nearest."""
+    return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+
+
+def encode_png_grid(images: np.ndarray, spec: ImageSpec, cols: int | None = None,
+                    pad: int = 2, scale: int = 2) -> bytes:
+    """n images of `spec` (floats in [0, 1]) -> one PNG grid (grey or RGB), white gaps,
+    `scale`x enlarged."""
+    c, h, w = spec.shape
+    n = len(images)
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 255, np.uint8)
-    pixels = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    # (n, h, w, c): the layout pillow wants
+    pixels = to_uint8(images).reshape(n, c, h, w).transpose(0, 2, 3, 1)
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
     for i, image in enumerate(pixels):
-        r, c = divmod(i, cols)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):
-             pad + c * (w + pad) + w] = image
-    picture = Image.fromarray(grid, "L")
+        r, col = divmod(i, cols)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):
+             pad + col * (w + pad) + w] = image
+    picture = Image.fromarray(grid[:, :, 0], "L") if c == 1 else Image.fromarray(grid, "RGB")
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     out = io.BytesIO()
@@ -66,8 +76,13 @@ def _npy_header(raw: bytes) -> tuple[dict, int]:
     return header, start + length
 
 
-def decode_npy(raw: bytes) -> np.ndarray:
-    """(n, 28, 28) or (n, 784), float in [0, 1] or uint8, at most MAX_SCORE_IMAGES images."""
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(n, " + ", ".join(map(str, shape)) + ")"
+
+
+def decode_npy(raw: bytes, spec: ImageSpec) -> np.ndarray:
+    """(n, *image.shape), (n, C, H, W) or (n, C*H*W), float in [0, 1] or uint8, at most
+    MAX_SCORE_IMAGES images -> (n, *image.shape) float32."""
     header, offset = _npy_header(raw)
     try:
         dtype = np.dtype(header["descr"])
@@ -78,9 +93,10 @@ def decode_npy(raw: bytes) -> np.ndarray:
     shape = header["shape"]
     if not (isinstance(shape, tuple) and all(isinstance(s, int) and s >= 0 for s in shape)):
         raise RequestError("file", "shape must be a tuple of non-negative ints")
-    if not (len(shape) == 3 and shape[1:] == (28, 28)) and not (len(shape) == 2
-                                                                and shape[1] == 784):
-        raise RequestError("file", f"shape must be (n, 28, 28) or (n, 784), got {shape}")
+    accepted = {spec.card_shape, spec.shape, (spec.pixels,)}
+    if len(shape) < 2 or shape[1:] not in accepted:
+        raise RequestError("file", f"shape must be {_shape_text(spec.card_shape)} or "
+                           f"{_shape_text((spec.pixels,))}, got {shape}")
     if not 1 <= shape[0] <= MAX_SCORE_IMAGES:
         raise RequestError("file", f"between 1 and {MAX_SCORE_IMAGES} images, got {shape[0]}")
     if header["fortran_order"]:
@@ -89,7 +105,7 @@ def decode_npy(raw: bytes) -> np.ndarray:
     if len(raw) - offset != expected:
         raise RequestError("file", f".npy data has {len(raw) - offset} bytes, shape {shape} "
                            f"of {dtype} needs {expected}")
-    array = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape[0], 28, 28)
+    array = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape[0], *spec.card_shape)
     if dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     array = array.astype(np.float32)
@@ -100,17 +116,22 @@ def decode_npy(raw: bytes) -> np.ndarray:
     return array
 
 
-def decode_png(raw: bytes) -> np.ndarray:
-    """One 28 x 28 PNG (grey 1/8/16-bit, or RGB/RGBA/P converted to grey) -> (1, 28, 28)."""
+def decode_png(raw: bytes, spec: ImageSpec) -> np.ndarray:
+    """One PNG of the image's size -> (1, *image.shape). A grey model takes grey 1/8/16-bit
+    PNGs (colour ones converted to grey); an RGB model converts any PNG to RGB."""
+    channels, height, width = spec.shape
     try:
         with Image.open(io.BytesIO(raw)) as picture:
             if picture.format != "PNG":
                 raise RequestError("file", f"expected a PNG, got {picture.format}")
             # checked from the header, before any pixel is decoded (decompression bombs)
-            if picture.size != (PNG_MAX_SIDE, PNG_MAX_SIDE):
-                raise RequestError("file", f"PNG must be 28x28, got {picture.size[0]}x"
-                                   f"{picture.size[1]}")
-            if picture.mode in ("I", "I;16", "I;16B"):  # 16-bit grey: convert("L") would clip
+            if picture.size != (width, height):
+                raise RequestError("file", f"PNG must be {width}x{height}, got "
+                                   f"{picture.size[0]}x{picture.size[1]}")
+            if channels == 3:
+                array = np.asarray(picture.convert("RGB"), dtype=np.float64).transpose(2, 0, 1) \
+                    / 255.0
+            elif picture.mode in ("I", "I;16", "I;16B"):  # 16-bit grey: convert("L") clips
                 array = np.asarray(picture, dtype=np.float64) / 65535.0
             else:
                 array = np.asarray(picture.convert("L"), dtype=np.float64) / 255.0
@@ -118,14 +139,15 @@ def decode_png(raw: bytes) -> np.ndarray:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise RequestError("file", f"not a readable PNG ({err})") from err
-    return array.astype(np.float32).reshape(1, 28, 28)
+    return array.astype(np.float32).reshape(1, *spec.card_shape)
 
 
-def decode_upload(raw: bytes) -> np.ndarray:
+def decode_upload(raw: bytes, spec: ImageSpec) -> np.ndarray:
+    """An uploaded .npy or PNG -> (n, *image.shape) float32 in [0, 1]."""
     if not raw:
         raise RequestError("file", "the upload is empty")
     if raw.startswith(NPY_MAGIC):
-        return decode_npy(raw)
-    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-        return decode_png(raw)
+        return decode_npy(raw, spec)
+    if raw.startswith(PNG_MAGIC):
+        return decode_png(raw, spec)
     raise RequestError("file", "upload a .npy array or a PNG image")

@@ -1,7 +1,10 @@
-"""Durable batch-generation jobs: each job is `<id>.json` (its state) and, once done,
-`<id>.npz` in the jobs folder, so results outlive the service (BentoML's own task store
-is wiped at every start). A job still `in_progress` when the service starts was cut off
-by a restart: it is marked failed, never silently lost."""
+"""Durable batch-generation jobs. Each job is `<id>.json` (its state, rewritten atomically)
+and, once done, `<id>.npz` in the jobs folder, so results outlive the service. Jobs run
+on a small pool of their own (`JobRunner`), never on the threads that answer requests.
+
+States: queued -> running -> completed | failed. A job still queued or running when the
+service starts was cut off by a restart: it is marked failed, never silently lost.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,21 @@ import datetime
 import json
 import logging
 import os
-import re
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from service.request_errors import RequestError
+from service.errors import RequestError
+from service.images import to_uint8
+from service.runtime import Model
 
-_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+log = logging.getLogger("counterfeit")
+_ID_CHARS = frozenset("0123456789abcdef")
+LIVE_STATES = ("queued", "running")
+STATES = (*LIVE_STATES, "completed", "failed")
 
 
 def _now() -> str:
@@ -29,8 +39,9 @@ class JobStore:
         folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, job_id: str, suffix: str) -> Path:
-        if not _ID.fullmatch(job_id or ""):
-            raise RequestError("task_id", "not a job id (letters, digits, '-', '_')")
+        if not (isinstance(job_id, str) and len(job_id) == 32 and set(job_id) <= _ID_CHARS):
+            raise RequestError("job_id", "not a job id (32 hex digits, as /jobs/submit "
+                               "returns)")
         return self.folder / f"{job_id}{suffix}"
 
     def _write_state(self, job_id: str, state: dict) -> None:
@@ -39,11 +50,19 @@ class JobStore:
         tmp.write_text(json.dumps(state))
         os.replace(tmp, path)
 
-    def start(self, job_id: str, n: int, seed: int, model: str) -> None:
-        self._write_state(job_id, {"state": "in_progress", "n": n, "seed": seed,
-                                   "model": model, "created": _now()})
+    def create(self, n: int, seed: int, model: str) -> dict:
+        job_id = uuid.uuid4().hex
+        state = {"job_id": job_id, "state": "queued", "n": n, "done": 0, "seed": seed,
+                 "model": model, "created": _now()}
+        self._write_state(job_id, state)
+        return state
 
-    def complete(self, job_id: str, images: np.ndarray, seed: int) -> Path:
+    def update(self, job_id: str, **changes: object) -> dict:
+        state = {**self.status(job_id), **changes}
+        self._write_state(job_id, state)
+        return state
+
+    def complete(self, job_id: str, images: np.ndarray, seed: int) -> None:
         path = self._path(job_id, ".npz")
         tmp = path.with_suffix(".tmp.npz")
         try:
@@ -52,49 +71,80 @@ class JobStore:
         except OSError:
             tmp.unlink(missing_ok=True)  # a partial file would only fill the disk further
             raise
-        self._write_state(job_id, {**self.status(job_id), "state": "completed",
-                                   "finished": _now()})
-        return path
+        self.update(job_id, state="completed", done=len(images), finished=_now())
 
     def fail(self, job_id: str, reason: str) -> None:
         """Record the failure; where even that cannot be written (a full disk), log it."""
         try:
-            state = self.status(job_id)
-        except (RequestError, OSError, ValueError):
-            state = {}
-        try:
-            self._write_state(job_id, {**state, "state": "failed", "error": reason,
-                                       "finished": _now()})
-        except OSError as err:
-            logging.getLogger("counterfeit").error("job %s failed (%s) and its state could "
-                                                   "not be written: %s", job_id, reason, err)
+            self.update(job_id, state="failed", error=reason, finished=_now())
+        except (RequestError, OSError, ValueError) as err:
+            log.error("job %s failed (%s) and its state could not be written: %s",
+                      job_id, reason, err)
 
     def status(self, job_id: str) -> dict:
         path = self._path(job_id, ".json")
         if not path.is_file():
-            raise RequestError("task_id", "no such job", 404)
-        return json.loads(path.read_text())
+            raise RequestError("job_id", "no such job", 404)
+        state = json.loads(path.read_text())
+        return {**state, "progress": round(state["done"] / state["n"], 4)}
 
     def result(self, job_id: str) -> Path:
         state = self.status(job_id)
         if state["state"] != "completed":
             detail = f": {state['error']}" if "error" in state else ""
-            raise RequestError("task_id", f"job is {state['state']}{detail}", 409)
+            raise RequestError("job_id", f"job is {state['state']}{detail}", 409)
         return self._path(job_id, ".npz")
 
     def mark_interrupted(self) -> int:
-        """At start-up: jobs left in progress by the last run failed; returns how many."""
+        """At start-up: jobs left queued or running by the last run failed; how many."""
         count = 0
         for path in self.folder.glob("*.json"):
-            state = json.loads(path.read_text())
-            if state.get("state") == "in_progress":
+            if json.loads(path.read_text()).get("state") in LIVE_STATES:
                 self.fail(path.stem, "interrupted by a service restart; submit it again")
                 count += 1
         return count
 
     def counts(self) -> dict[str, int]:
-        counts = {"in_progress": 0, "completed": 0, "failed": 0}
+        counts = dict.fromkeys(STATES, 0)
         for path in self.folder.glob("*.json"):
             state = json.loads(path.read_text()).get("state")
             counts[state] = counts.get(state, 0) + 1
         return counts
+
+
+class JobRunner:
+    """Runs jobs on `workers` threads of its own. A job draws all its latents from its
+    seed (the seed contract), runs `generate(model, z)` on them `chunk` at a time and
+    records its progress after each chunk."""
+
+    def __init__(self, store: JobStore, generate: Callable[[Model, np.ndarray], np.ndarray],
+                 workers: int = 1, chunk: int = 1024,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.store, self.generate, self.chunk, self.on_change = store, generate, chunk, on_change
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
+
+    def submit(self, model: Model, n: int, seed: int) -> dict:
+        state = self.store.create(n, seed, model.name)
+        self.pool.submit(self._run, state["job_id"], model, n, seed)
+        self.on_change()
+        return self.store.status(state["job_id"])
+
+    def _run(self, job_id: str, model: Model, n: int, seed: int) -> None:
+        try:
+            self.store.update(job_id, state="running", started=_now())
+            self.on_change()
+            z = model.latents(n, seed)
+            images = np.empty((n, *model.card.image.card_shape), np.uint8)
+            for start in range(0, n, self.chunk):
+                chunk = self.generate(model, z[start:start + self.chunk])
+                images[start:start + len(chunk)] = to_uint8(chunk)
+                if start + len(chunk) < n:
+                    self.store.update(job_id, done=start + len(chunk))
+            self.store.complete(job_id, images, seed)
+        except OSError as err:  # disk full, folder unwritable: the job fails, we stay up
+            self.store.fail(job_id, f"could not write the result: {err.strerror or err}")
+        except Exception as err:  # any other fault fails this job, not the pool
+            log.exception("job %s failed", job_id)
+            self.store.fail(job_id, f"internal error: {type(err).__name__}")
+        finally:
+            self.on_change()

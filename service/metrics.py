@@ -1,4 +1,4 @@
-"""Counterfeit's Prometheus metrics (DESIGN.md), defined once at import: BentoML serves
+"""Counterfeit's Prometheus metrics (docs/http-api.md), defined once at import: BentoML serves
 them on /metrics beside its own, summed over workers in multiprocess mode."""
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
-"""The HTTP surface of Counterfeit (DESIGN.md, "HTTP contract"): BentoML over the
-onnxruntime runtime in `onnx_runtime.py`. Every API is `POST /<name>` with a JSON body;
-every error is a 4xx `{"error", "field"}`."""
+"""The HTTP surface of Counterfeit (docs/http-api.md): one method per route. Models, shapes
+and sizes come from the model cards (service/runtime.py), settings from service/settings.py;
+every error is a 4xx {"error", "field"} (service/errors.py)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,56 +13,53 @@ import bentoml
 import numpy as np
 from bentoml.validators import ContentType
 from pydantic import Field
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, Response
 
 from service import metrics
+from service.asgi import bentoml_fixes
+from service.asgi.http_guard import HttpGuard
+from service.asgi.openapi import ApiDocs
 from service.batcher import MicroBatcher
-from service.http_guard import HttpGuard
+from service.contract.card import SEED_MAX, random_seed
+from service.contract.latent_paths import lerp, slerp
+from service.errors import RequestError, answers_request_errors
 from service.images import decode_upload, encode_npy, encode_png_grid
-from service.jobs import JobStore
-from service.latent_paths import lerp, slerp
-from service.onnx_runtime import DeviceError, Model, ModelError, load_models, settings_threads
-from service.openapi_patch import OpenApiPatch
-from service.request_errors import RequestError
-from service.timeout_timer import install as install_timeout_fix
+from service.jobs import JobRunner, JobStore
+from service.runtime import Model, load_models, threads_per_worker
+from service.startup import check_models_or_exit, settings_or_exit
+from service.validation import labels, latent_end
 
-REPO = Path(__file__).resolve().parent.parent
-MODELS_DIR = Path(os.environ.get("COUNTERFEIT_MODELS_DIR", REPO / "models"))
-DEVICE = os.environ.get("COUNTERFEIT_DEVICE", "auto")
-MAX_BODY_BYTES = int(os.environ.get("COUNTERFEIT_MAX_BODY_BYTES", 8 * 1024 * 1024))
-WORKERS = int(os.environ.get("COUNTERFEIT_WORKERS", 1))
-BATCHING = os.environ.get("COUNTERFEIT_BATCHING", "on") == "on"
-# a log line per request costs ~10% of n=1 throughput on 2 cores; /metrics counts requests
-ACCESS_LOG = os.environ.get("COUNTERFEIT_ACCESS_LOG", "off") == "on"
-BATCH_MAX_ROWS = int(os.environ.get("COUNTERFEIT_BATCH_MAX_ROWS", 256))
-BATCH_WAIT_MS = float(os.environ.get("COUNTERFEIT_BATCH_WAIT_MS", 2.0))
-JOBS_DIR = Path(os.environ.get("COUNTERFEIT_JOBS_DIR")
-                or Path.home() / ".local" / "state" / "counterfeit" / "jobs")
+SETTINGS = settings_or_exit()
 MAX_SAMPLES = 1024
 MAX_JOB_IMAGES = 100_000
-JOB_CHUNK = 1024
 MAX_STEPS = 256
-MAX_SEED = 2**63 - 1
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
-ImageFormat = Literal["png", "npy"]
 
+# Request fields: type, limits, description and a working example, once each.
+N = Annotated[int, Field(ge=1, le=MAX_SAMPLES, strict=True, description="How many images.",
+                         examples=[16])]
+Seed = Annotated[int | None, Field(
+    ge=0, le=SEED_MAX, strict=True, examples=[42],
+    description="Seed of the latents (the seed contract: docs/http-api.md); none: a random "
+                "one, returned in the X-Seed header.")]
+ImageFormat = Annotated[Literal["png", "npy"], Field(
+    description="png: one grid image; npy: a float32 array (n, *image shape) in [0, 1].")]
+ModelName = Annotated[str | None, Field(
+    description="A model of GET /models; none: the default model.", examples=[None])]
+Label = Annotated[int | list[int] | None, Field(
+    description="Conditional models only: the class of every image, or one per image.",
+    examples=[None])]
+EndSeed = Annotated[int | None, Field(
+    ge=0, le=SEED_MAX, strict=True, examples=[1],
+    description="This end's latent from a seed (the seed contract), or null and a z.")]
+LatentList = Annotated[list[float] | None, Field(
+    description="A latent vector of the model's latent size, instead of a seed.",
+    examples=[None])]
+JobId = Annotated[str, Field(description="The job_id that /jobs/submit returned.",
+                             examples=["0123456789abcdef0123456789abcdef"])]
 
-def _check_models_or_exit() -> None:
-    """`bentoml serve` imports this module before it starts workers, and a worker whose
-    __init__ fails is restarted forever: check the models here, so a broken one stops the
-    server at once with one line naming the file."""
-    try:
-        names = sorted(load_models(MODELS_DIR, DEVICE, threads=1))
-    except (ModelError, DeviceError) as err:
-        raise SystemExit(f"counterfeit: cannot start: {err}") from None
-    if os.environ.get("COUNTERFEIT_DEFAULT_MODEL", names[0]) not in names:
-        raise SystemExit("counterfeit: cannot start: COUNTERFEIT_DEFAULT_MODEL="
-                         f"{os.environ['COUNTERFEIT_DEFAULT_MODEL']!r} is not among the "
-                         f"models in {MODELS_DIR}: {names}")
-
-
-_check_models_or_exit()
-install_timeout_fix()
+log = logging.getLogger("counterfeit")
+check_models_or_exit(SETTINGS)
+bentoml_fixes.install()
 
 
 def _observer(model: Model, network: str):
@@ -76,54 +69,44 @@ def _observer(model: Model, network: str):
     return observe
 
 
-def _error(ctx: bentoml.Context, err: RequestError) -> JSONResponse:
-    ctx.response.status_code = err.status  # BentoML applies ctx's status to any response
-    return JSONResponse(err.body(), status_code=err.status)
-
-
-def _check_int(field: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(field, f"must be an integer in [{low}, {high}]")
-    if not low <= value <= high:
-        raise RequestError(field, f"must be in [{low}, {high}], got {value}")
-    return value
-
-
-def _image_response(images: np.ndarray, fmt: str, seed: int | None,
+def _image_response(model: Model, images: np.ndarray, fmt: str, seed: int | None,
                     ctx: bentoml.Context) -> Response:
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     ctx.response.status_code = 200
     if fmt == "npy":
         return Response(encode_npy(images.astype(np.float32)),
                         media_type="application/octet-stream", headers=headers)
-    return Response(encode_png_grid(images), media_type="image/png", headers=headers)
+    return Response(encode_png_grid(images, model.card.image), media_type="image/png",
+                    headers=headers)
 
 
 # threads: requests in flight per worker, so that concurrent small requests can batch
-@bentoml.service(name="counterfeit", workers=WORKERS, threads=32,
+@bentoml.service(name="counterfeit", workers=SETTINGS.workers, threads=32,
                  traffic={"timeout": 300}, metrics={"enabled": True},
-                 logging={"access": {"enabled": ACCESS_LOG}})
+                 logging={"access": {"enabled": SETTINGS.access_log}})
 class Counterfeit:
     def __init__(self) -> None:
-        self.models: dict[str, Model] = load_models(MODELS_DIR, DEVICE,
-                                                    threads=settings_threads(WORKERS))
-        self.default = os.environ.get("COUNTERFEIT_DEFAULT_MODEL") or sorted(self.models)[0]
+        s = SETTINGS
+        self.models = load_models(s.models_dir, s.device, threads_per_worker(s.workers))
+        self.default = s.default_model or sorted(self.models)[0]
         for m in self.models.values():
-            metrics.MODEL_INFO.labels(m.name, m.provider,
-                                      m.card["files"]["generator.onnx"]["sha256"]).set(1)
-        self.jobs = JobStore(JOBS_DIR)
-        interrupted = self.jobs.mark_interrupted()
+            metrics.MODEL_INFO.labels(m.name, m.provider, m.card.generator.sha256).set(1)
+        store = JobStore(s.jobs_dir)
+        interrupted = store.mark_interrupted()
         if interrupted:
-            logging.getLogger("counterfeit").warning(
-                "%d job(s) were cut off by a restart and are marked failed", interrupted)
+            log.warning("%d job(s) were cut off by a restart and are marked failed",
+                        interrupted)
+        self.jobs = JobRunner(store, lambda m, z: self._generate(m, z, "jobs"),
+                              workers=s.job_workers, on_change=self._count_jobs)
         self._count_jobs()
         # one batcher per (model, network): concurrent requests share onnxruntime calls
         self.batchers = {
-            (name, network): MicroBatcher(fn, BATCH_MAX_ROWS, BATCH_WAIT_MS / 1e3,
+            (name, network): MicroBatcher(fn, s.batch_max_rows, s.batch_wait_ms / 1e3,
                                           on_batch=_observer(m, network))
             for name, m in self.models.items()
             for network, fn in (("generator", m.generate), ("discriminator", m.logits))
-        } if BATCHING else {}
+            if network in m.sessions and m.card.conditioning is None
+        } if s.batching else {}
 
     def __is_ready__(self) -> bool:
         return bool(self.models)
@@ -135,170 +118,132 @@ class Counterfeit:
             raise RequestError("model", f"unknown model; loaded: {sorted(self.models)}", 404)
         return self.models[name]
 
-    def _generate(self, model: Model, z: np.ndarray, endpoint: str) -> np.ndarray:
-        images = self._run(model, "generator", model.generate, z)
+    def _generate(self, model: Model, z: np.ndarray, endpoint: str,
+                  classes: np.ndarray | None = None) -> np.ndarray:
+        images = self._run(model, "generator", z, classes)
         metrics.IMAGES_GENERATED.labels(model.name, endpoint).inc(len(z))
         return images
 
-    def _run(self, model: Model, network: str, fn: Callable[[np.ndarray], np.ndarray],
-             x: np.ndarray) -> np.ndarray:
+    def _run(self, model: Model, network: str, x: np.ndarray,
+             classes: np.ndarray | None) -> np.ndarray:
         batcher = self.batchers.get((model.name, network))
-        if batcher is not None and len(x) < BATCH_MAX_ROWS:
+        if batcher is not None and len(x) < SETTINGS.batch_max_rows:
             return batcher(x)
         started = time.perf_counter()  # large requests are a batch by themselves
-        out = fn(x)
+        fn = model.generate if network == "generator" else model.logits
+        out = fn(x, classes)
         _observer(model, network)(len(x), time.perf_counter() - started)
         return out
 
-    @bentoml.api(route="/sample")
-    def sample(self, ctx: bentoml.Context, n: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = 16,
-               seed: Seed | None = None, format: ImageFormat = "png",
-               model: str | None = None) -> Annotated[bytes, ContentType("image/png")]:
-        """`n` images from G. With a `seed` the latents are
-        default_rng(seed).uniform(low, high, (n, dim)); the seed used is in `X-Seed`."""
-        try:
-            m = self._model(model)
-            if seed is None:
-                seed = int(np.random.default_rng().integers(0, 2**31))
-            images = self._generate(m, m.latents(n, seed), "sample")
-            return _image_response(images, format, seed, ctx)
-        except RequestError as err:
-            return _error(ctx, err)
-
-    @bentoml.api(route="/interpolate")
-    def interpolate(self, ctx: bentoml.Context, seed_start: Seed | None = None,
-                    seed_end: Seed | None = None, z_start: list[float] | None = None,
-                    z_end: list[float] | None = None,
-                    steps: Annotated[int, Field(ge=2, le=MAX_STEPS)] = 10,
-                    method: Literal["linear", "slerp"] = "linear",
-                    format: ImageFormat = "png", model: str | None = None
-                    ) -> Annotated[bytes, ContentType("image/png")]:
-        """Images along a path in latent space from one end to the other, both included."""
-        try:
-            m = self._model(model)
-            ends = [self._endpoint(m, "start", seed_start, z_start),
-                    self._endpoint(m, "end", seed_end, z_end)]
-            path = (lerp if method == "linear" else slerp)(ends[0], ends[1], steps)
-            return _image_response(self._generate(m, path, "interpolate"), format, None, ctx)
-        except RequestError as err:
-            return _error(ctx, err)
-
-    @staticmethod
-    def _endpoint(m: Model, which: str, seed: int | None, z: list[float] | None) -> np.ndarray:
-        if (seed is None) == (z is None):
-            raise RequestError(f"seed_{which}", f"give exactly one of seed_{which} and "
-                               f"z_{which}")
-        if seed is not None:
-            return m.latents(1, seed)[0]
-        vector = np.asarray(z, dtype=np.float64)
-        if vector.shape != (m.latent_dim,):
-            raise RequestError(f"z_{which}", f"must be a list of {m.latent_dim} numbers, got "
-                               f"{vector.size}")
-        if not np.isfinite(vector).all() or np.abs(vector).max() > 1e3:
-            raise RequestError(f"z_{which}", "values must be finite and within ±1000")
-        return vector.astype(np.float32)
-
-    @bentoml.api(route="/score")
-    def score(self, ctx: bentoml.Context, file: Path, model: str | None = None) -> dict:
-        """D(x) for each uploaded image: a .npy of (n, 28, 28) or (n, 784), float in
-        [0, 1] or uint8, or one 28 x 28 grey PNG."""
-        try:
-            m = self._model(model)
-            if not isinstance(file, Path) or not file.is_file():
-                raise RequestError("file", "upload a file (multipart form field 'file')")
-            if file.stat().st_size > MAX_BODY_BYTES:
-                raise RequestError("file", f"over {MAX_BODY_BYTES} bytes", 413)
-            x = decode_upload(file.read_bytes())
-            logits = self._run(m, "discriminator", m.logits, x)
-            scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-            metrics.IMAGES_SCORED.labels(m.name).inc(len(x))
-            for s in scores:
-                metrics.DISCRIMINATOR_SCORE.labels(m.name).observe(float(s))
-            return {"model": m.name, "scores": scores.tolist(), "logits": logits.tolist()}
-        except RequestError as err:
-            return _error(ctx, err)
-
     def _count_jobs(self) -> None:
-        for state, count in self.jobs.counts().items():
+        for state, count in self.jobs.store.counts().items():
             metrics.JOBS.labels(state).set(count)
 
-    @bentoml.task(route="/generate_job")
-    def generate_job(self, ctx: bentoml.Context,
-                     n: Annotated[int, Field(ge=1, le=MAX_JOB_IMAGES)] = 1000,
-                     seed: Seed | None = None, model: str | None = None
-                     ) -> Annotated[bytes, ContentType("application/octet-stream")]:
-        """Up to 100,000 images as an .npz (`images` uint8 (n, 28, 28), `seed`). Submit at
-        /generate_job/submit, poll /generate_job/status, fetch /generate_job/get; the result
-        also stays on disk: /job_result fetches it after a restart."""
-        # BentoML sets task_id for /submit; its synchronous POST /generate_job has none
-        job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
-        try:
-            m = self._model(model)
-            if seed is None:
-                seed = int(np.random.default_rng().integers(0, 2**31))
-        except RequestError as err:
-            return _error(ctx, err)
-        try:
-            self.jobs.start(job_id, n, seed, m.name)
-            self._count_jobs()
-            z = m.latents(n, seed)  # the seed contract over the whole job
-            images = np.empty((n, 28, 28), np.uint8)
-            for start in range(0, n, JOB_CHUNK):
-                chunk = self._generate(m, z[start:start + JOB_CHUNK], "generate_job")
-                images[start:start + len(chunk)] = np.round(chunk * 255).astype(np.uint8)
-            path = self.jobs.complete(job_id, images, seed)
-        except OSError as err:  # disk full, folder unwritable: the job fails, we stay up
-            reason = f"could not write the result: {err.strerror or err}"
-            self.jobs.fail(job_id, reason)
-            return _error(ctx, RequestError("job", reason, 507))
-        finally:
-            self._count_jobs()
-        ctx.response.status_code = 200
-        return Response(path.read_bytes(), media_type="application/octet-stream")
+    @bentoml.api(route="/sample")
+    @answers_request_errors
+    def sample(self, ctx: bentoml.Context, n: N = 16, seed: Seed = None,
+               format: ImageFormat = "png", model: ModelName = None, label: Label = None
+               ) -> Annotated[bytes, ContentType("image/png")]:
+        """`n` images from G. With a `seed`, the latents are the seed contract's, so the
+        same seed gives the same images anywhere; the seed used is in `X-Seed`."""
+        m = self._model(model)
+        classes = labels(m, label, n)
+        seed = random_seed() if seed is None else seed
+        images = self._generate(m, m.latents(n, seed), "sample", classes)
+        return _image_response(m, images, format, seed, ctx)
 
-    @bentoml.api(route="/job_status")
-    def job_status(self, ctx: bentoml.Context, task_id: str) -> dict:
-        """A job's state from the jobs folder (survives restarts)."""
-        try:
-            return {"task_id": task_id, **self.jobs.status(task_id)}
-        except RequestError as err:
-            return _error(ctx, err)
+    @bentoml.api(route="/interpolate")
+    @answers_request_errors
+    def interpolate(self, ctx: bentoml.Context,
+                    seed_start: EndSeed = None, seed_end: EndSeed = None,
+                    z_start: LatentList = None, z_end: LatentList = None,
+                    steps: Annotated[int, Field(ge=2, le=MAX_STEPS, strict=True, examples=[10],
+                                                description="Images on the path, both ends "
+                                                            "included.")] = 10,
+                    method: Annotated[Literal["linear", "slerp"], Field(
+                        description="linear: the segment; slerp: the great circle.")] = "linear",
+                    format: ImageFormat = "png", model: ModelName = None,
+                    label: Label = None) -> Annotated[bytes, ContentType("image/png")]:
+        """Images along a path in latent space, G(z_start) first and G(z_end) last. Each end
+        is a seed or a latent vector (give `z_start` with `seed_start` null)."""
+        m = self._model(model)
+        ends = [latent_end(m, "start", seed_start, z_start),
+                latent_end(m, "end", seed_end, z_end)]
+        path = (lerp if method == "linear" else slerp)(ends[0], ends[1], steps)
+        images = self._generate(m, path, "interpolate", labels(m, label, steps))
+        return _image_response(m, images, format, None, ctx)
 
-    @bentoml.api(route="/job_result")
-    def job_result(self, ctx: bentoml.Context, task_id: str
+    @bentoml.api(route="/score")
+    @answers_request_errors
+    def score(self, ctx: bentoml.Context,
+              file: Annotated[Path, Field(description="A .npy of (n, *image shape) or "
+                                                      "(n, pixels), float in [0, 1] or uint8; "
+                                                      "or one PNG of the image's size.")],
+              model: ModelName = None,
+              label: Annotated[int | None, Field(description="Conditional models only: the "
+                                                            "class the images claim.")] = None
+              ) -> dict:
+        """D(x) for each uploaded image: the discriminator's probability that it is real."""
+        m = self._model(model)
+        if not m.has_discriminator:
+            raise RequestError("model", f"model {m.name} has no discriminator to score with")
+        if not isinstance(file, Path) or not file.is_file():
+            raise RequestError("file", "upload a file (multipart form field 'file')")
+        if file.stat().st_size > SETTINGS.max_body_bytes:
+            raise RequestError("file", f"over {SETTINGS.max_body_bytes} bytes", 413)
+        x = decode_upload(file.read_bytes(), m.card.image)
+        logits = self._run(m, "discriminator", x, labels(m, label, len(x)))
+        scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        metrics.IMAGES_SCORED.labels(m.name).inc(len(x))
+        for s in scores:
+            metrics.DISCRIMINATOR_SCORE.labels(m.name).observe(float(s))
+        return {"model": m.name, "scores": scores.tolist(), "logits": logits.tolist()}
+
+    @bentoml.api(route="/jobs/submit")
+    @answers_request_errors
+    def submit_job(self, ctx: bentoml.Context,
+                   n: Annotated[int, Field(ge=1, le=MAX_JOB_IMAGES, strict=True, examples=[1000],
+                                           description="How many images.")] = 1000,
+                   seed: Seed = None, model: ModelName = None) -> dict:
+        """Queue a batch-generation job: `n` images of the seed contract's latents. Poll
+        /jobs/status with the returned job_id, then fetch /jobs/result. Jobs and their
+        results live in the jobs folder and survive restarts."""
+        m = self._model(model)
+        if m.card.conditioning is not None:
+            raise RequestError("model", f"model {m.name} is conditional; jobs do not take "
+                               "labels yet")
+        ctx.response.status_code = 202
+        return self.jobs.submit(m, n, random_seed() if seed is None else seed)
+
+    @bentoml.api(route="/jobs/status")
+    @answers_request_errors
+    def job_status(self, ctx: bentoml.Context, job_id: JobId) -> dict:
+        """A job's state (queued, running, completed, failed), progress in [0, 1] and,
+        when failed, why."""
+        return self.jobs.store.status(job_id)
+
+    @bentoml.api(route="/jobs/result")
+    @answers_request_errors
+    def job_result(self, ctx: bentoml.Context, job_id: JobId
                    ) -> Annotated[bytes, ContentType("application/octet-stream")]:
-        """A finished job's .npz from the jobs folder (survives restarts)."""
-        try:
-            path = self.jobs.result(task_id)
-        except RequestError as err:
-            return _error(ctx, err)
+        """A completed job's .npz: `images` uint8 (n, *image shape) and `seed`."""
+        path = self.jobs.store.result(job_id)
         ctx.response.status_code = 200
-        return Response(path.read_bytes(), media_type="application/octet-stream")
+        return FileResponse(path, media_type="application/octet-stream",
+                            filename=f"{job_id}.npz")
 
     @bentoml.api(route="/models")
     def list_models(self) -> dict:
-        """The model card of every loaded model, with the execution provider in use."""
+        """Every loaded model's card, with the execution provider in use (GET or POST)."""
         return {"default": self.default,
-                "models": {name: {**m.card, "provider": m.provider}
+                "models": {name: {**m.card.raw, "provider": m.provider}
                            for name, m in self.models.items()}}
 
 
-def _validate_job(body: dict) -> None:
-    """A task's body is only parsed when it runs: check it at submit instead."""
-    _check_int("n", body.get("n", 1000), 1, MAX_JOB_IMAGES)
-    if body.get("seed") is not None:
-        _check_int("seed", body["seed"], 0, MAX_SEED)
-    name = body.get("model")
-    if name is not None and not (isinstance(name, str) and re.fullmatch(r"[a-z0-9][a-z0-9._-]*",
-                                                                         name)
-                                 and (MODELS_DIR / name / "generator.onnx").is_file()):
-        raise RequestError("model", "unknown model", 404)
-    unknown = set(body) - {"n", "seed", "model"}
-    if unknown:
-        raise RequestError(sorted(unknown)[0], "unknown field")
-
-
-Counterfeit.add_asgi_middleware(OpenApiPatch)
-Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=MAX_BODY_BYTES,
-                                file_routes={"/score": "file"},
-                                json_routes={"/generate_job/submit": _validate_job})
+# a misspelt field is an error, not a silently ignored default
+for _api in Counterfeit.apis.values():
+    _api.input_spec.model_config["extra"] = "forbid"
+    _api.input_spec.model_rebuild(force=True)
+Counterfeit.add_asgi_middleware(ApiDocs)
+Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=SETTINGS.max_body_bytes,
+                                file_routes={"/score": "file"}, get_aliases={"/models"})

@@ -1,11 +1,10 @@
-"""Command line: `python -m training {train,evaluate,export,ablation,classifier,data,figure1} ...`
-(see --help of each)."""
+"""Command line: `python -m training {train,data,figure1,evaluate,export,validate,curves,ablation,
+classifier} ...` (see --help of each). Each command parses its flags and calls one function."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import typing
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 from training.config import PRESETS, TrainConfig, preset, with_overrides
 
 # What may change when a run is resumed; anything else would make it a different run.
-# lr_drops and lr_drop_factor may only change ahead of the checkpoint (train checks it).
+# lr_drops and lr_drop_factor may only change ahead of the checkpoint (runs.start_run checks).
 RESUMABLE_FIELDS = {"epochs", "device", "threads", "log_every", "lr_drops", "lr_drop_factor"}
 
 
@@ -49,7 +48,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.train import train
+    from training.gan.train import train
+    from training.runs import load_config
 
     out = Path(args.out)
     overrides = overrides_from(args)
@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if frozen:
             raise SystemExit(f"--resume keeps the run's config; only {sorted(RESUMABLE_FIELDS)} "
                              f"may change, not {sorted(frozen)}")
-        config = with_overrides(TrainConfig.load(out / "config.json"), overrides)
+        config = with_overrides(load_config(out), overrides)
     else:
         config = with_overrides(preset(args.preset), overrides)
     result = train(config, out, data_dir=args.data_dir, resume=args.resume,
@@ -73,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from training.data import DEFAULT_MIRROR, download_mnist
+    from training.data.mnist import DEFAULT_MIRROR, download_mnist
 
     for path in download_mnist(args.data_dir, args.base_url or DEFAULT_MIRROR):
         print(f"ok  {path}")
@@ -81,7 +81,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_figure1(args: argparse.Namespace) -> int:
-    from training.figure1 import make_figure1
+    from training.experiments.figure1 import make_figure1
 
     path = make_figure1(Path(args.out), seed=args.seed)
     print(f"wrote {path}")
@@ -89,7 +89,7 @@ def cmd_figure1(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
-    from training.classifier import ClassifierConfig, train_classifier
+    from training.evaluation.classifier import ClassifierConfig, train_classifier
 
     card = train_classifier(Path(args.out), ClassifierConfig(epochs=args.epochs, seed=args.seed),
                             data_dir=args.data_dir)
@@ -98,29 +98,17 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.data import load_mnist
-    from training.evaluate import evaluate, load_generator, select_snapshot
+    from training.data.mnist import load_mnist
+    from training.evaluation.report import evaluate_path
 
-    path = Path(args.path)
-    mnist = load_mnist(args.data_dir)
-    validation_parzen = None
-    if args.select:
-        if not (path / "snapshots").is_dir():
-            raise ValueError("--select needs a run folder with snapshots/")
-        selection = select_snapshot(path, mnist, finalists=args.finalists,
-                                    n_samples=args.n_samples)
-        validation_parzen = selection.cheap
+    report, out, selection = evaluate_path(
+        Path(args.path), load_mnist(args.data_dir), out=Path(args.out) if args.out else None,
+        select=args.select, finalists=args.finalists,
+        classifier_dir=Path(args.classifier) if args.classifier else None,
+        seeds=tuple(int(s) for s in args.seeds.split(",")), n_samples=args.n_samples)
+    if selection:
         print(f"selected {selection.best} (validation Parzen "
               f"{max(selection.full.values()):.1f}, full size)")
-        source = load_generator(selection.best)
-    else:
-        source = load_generator(path)
-    run = path if path.is_dir() else path.parent
-    out = Path(args.out) if args.out else run / "evaluation"
-    seeds = tuple(int(s) for s in args.seeds.split(","))
-    report = evaluate(source, out, mnist, classifier_dir=Path(args.classifier), seeds=seeds,
-                      n_samples=args.n_samples, metrics_file=run / "metrics.jsonl",
-                      validation_parzen=validation_parzen)
     p = report["parzen"]
     print(f"Parzen LL {p['ll']:.1f} ± {p['se']:.1f} (σ {p['sigma']:.3f}; real-data ceiling "
           f"{p['ceiling_real_train_images']['ll']:.1f}) in {report['seconds']} s; "
@@ -129,32 +117,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from training.data import TRAIN_STOP, load_mnist
-    from training.evaluate import snapshot_scores
-    from training.figures import validation_curves
-    from training.train import iterations_per_epoch
+    from training.data.mnist import load_mnist
+    from training.figures.curves import snapshot_curves
 
-    mnist = load_mnist(args.data_dir)
-    curves, drops = {}, {}
-    for run in map(Path, args.runs):
-        config = TrainConfig.load(run / "config.json")
-        per_epoch = iterations_per_epoch(config, TRAIN_STOP)
-        curves[run.name] = {e: score for e, (_, score) in snapshot_scores(run, mnist).items()}
-        drops[run.name] = [step / per_epoch for step in config.lr_drops]
-        best = max(curves[run.name], key=curves[run.name].get)
-        print(f"{run.name}: best epoch {best} ({curves[run.name][best]:.1f}); "
-              + ", ".join(f"{e}: {v:.1f}" for e, v in sorted(curves[run.name].items())))
     out = Path(args.out)
-    validation_curves(out, curves, drops)
-    out.with_suffix(".json").write_text(json.dumps(
-        {"cheap_validation_parzen": curves, "lr_drop_epochs": drops}, indent=1) + "\n")
+    curves, _ = snapshot_curves([Path(run) for run in args.runs], load_mnist(args.data_dir), out)
+    for name, scores in curves.items():
+        best = max(scores, key=scores.get)
+        print(f"{name}: best epoch {best} ({scores[best]:.1f}); "
+              + ", ".join(f"{e}: {v:.1f}" for e, v in sorted(scores.items())))
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from training.data import load_mnist
-    from training.evaluate import load_generator, validation_parzen
+    from training.data.mnist import load_mnist
+    from training.evaluation.generators import load_generator
+    from training.release.select import validation_parzen
 
     mnist = load_mnist(args.data_dir)
     for path in args.paths:
@@ -165,14 +144,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from training.averaging import parse_windows
-    from training.export import export_model
+    from service.contract.card import read_card
+    from training.release.average import parse_windows
+    from training.release.export import MODELS_DIR, export_model
 
-    folder = export_model(args.run, args.name, models_dir=Path(args.models_dir),
+    folder = export_model(args.run, args.name,
+                          models_dir=Path(args.models_dir) if args.models_dir else MODELS_DIR,
                           epoch=args.epoch, select=args.select, finalists=args.finalists,
                           average=parse_windows(args.average) if args.average else None,
-                          run_evaluation=not args.no_evaluate, data_dir=args.data_dir)
-    card = json.loads((folder / "model.json").read_text())
+                          run_evaluation=not args.no_evaluate, data_dir=args.data_dir,
+                          force=args.force)
+    card = read_card(folder).raw
     parzen = card["evaluation"].get("parzen")
     summary = f"; Parzen LL {parzen['ll']:.1f} ± {parzen['se']:.1f}" if parzen else ""
     print(f"wrote {folder} ({card['version']}){summary}")
@@ -180,7 +162,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    from training.ablation import run_ablation
+    from training.experiments.ablation import run_ablation
 
     table = run_ablation(Path(args.out), args.epochs, data_dir=args.data_dir,
                          threads=args.threads)
@@ -222,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     add_finalists_flag(p)
     p.add_argument("--seeds", default="0,1,2", help="sample seeds for the Parzen estimate")
     p.add_argument("--n-samples", type=int, default=10_000)
-    p.add_argument("--classifier", default=str(Path(__file__).resolve().parent.parent
-                                               / "models" / "mnist-classifier"))
+    p.add_argument("--classifier", default=None,
+                   help="classifier folder (default: training/evaluation/mnist-classifier)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_evaluate)
 
@@ -239,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
                        "of those given with the best validation Parzen among those that pass "
                        "the memorisation check on validation) with the window's last D")
     add_finalists_flag(p)
-    p.add_argument("--models-dir", default=str(Path(__file__).resolve().parent.parent / "models"))
+    p.add_argument("--models-dir", default=None, help="(default: the repository's models/)")
+    p.add_argument("--force", action="store_true",
+                   help="replace models/NAME if it exists (the whole folder, once the new one "
+                   "is written)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_export)
@@ -267,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("classifier", help="train and export the evaluation's MNIST classifier")
-    p.add_argument("--out", default="models/mnist-classifier")
+    p.add_argument("--out", default="training/evaluation/mnist-classifier")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)

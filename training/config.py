@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from training.data.mnist import IMAGE_SHAPE
 
 Dataset = Literal["mnist", "gaussian-1d", "ring-8", "grid-25"]
 UpdateScheme = Literal["alternating", "simultaneous"]
@@ -74,7 +77,8 @@ class TrainConfig:
 
     @property
     def data_dim(self) -> int:
-        return {"mnist": 784, "gaussian-1d": 1, "ring-8": 2, "grid-25": 2}[self.dataset]
+        toy = {"gaussian-1d": 1, "ring-8": 2, "grid-25": 2}
+        return math.prod(IMAGE_SHAPE) if self.image_data else toy[self.dataset]
 
     @property
     def image_data(self) -> bool:
@@ -155,7 +159,7 @@ def _toy(dataset: Dataset, **overrides: Any) -> TrainConfig:
 
 
 PRESETS: dict[str, Any] = {
-    # DESIGN.md, "The paper's MNIST model": goodfeli/adversarial mnist.yaml with Algorithm 1.
+    # the paper's MNIST model (docs/training.md): goodfeli/adversarial mnist.yaml, Algorithm 1.
     "mnist-paper": lambda: TrainConfig(),
     "toy-ring": lambda: _toy("ring-8", lr=3e-4, epochs=25),
     "toy-grid": lambda: _toy("grid-25", epochs=40),
@@ -174,7 +178,3 @@ def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfi
     values = config.to_dict()
     values.update(overrides)
     return TrainConfig.from_dict(values)
-
-
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(TrainConfig)]

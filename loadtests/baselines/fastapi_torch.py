@@ -21,6 +21,8 @@ from fastapi.responses import Response
 from onnx import numpy_helper
 from pydantic import BaseModel, Field
 
+from service.contract.card import random_seed, read_card
+
 MODEL = Path(os.environ.get("COUNTERFEIT_MODELS_DIR",
                             Path(__file__).resolve().parents[2] / "models")) / "mnist-mlp"
 torch.set_num_threads(int(os.environ.get("BASELINE_THREADS", "0")) or torch.get_num_threads())
@@ -43,6 +45,7 @@ def generator_from_onnx(path: Path) -> torch.nn.Sequential:
 
 
 G = generator_from_onnx(MODEL / "generator.onnx")
+LATENT = read_card(MODEL).latent  # the seed contract: a seed gives the service's own z
 app = FastAPI()
 
 
@@ -54,10 +57,8 @@ class SampleRequest(BaseModel):
 
 @app.post("/sample")
 def sample(request: SampleRequest) -> Response:
-    seed = request.seed
-    if seed is None:
-        seed = int(np.random.default_rng().integers(2**31))
-    z = np.random.default_rng(seed).uniform(-3**0.5, 3**0.5, (request.n, 100)).astype(np.float32)
+    seed = random_seed() if request.seed is None else request.seed
+    z = LATENT.sample(request.n, seed)
     with torch.no_grad():
         x = G(torch.from_numpy(z)).numpy().reshape(request.n, 28, 28)
     buffer = io.BytesIO()

@@ -1,0 +1,135 @@
+"""The API page: GET / is a Swagger UI page of our own (BentoML's loads a third-party
+tag-manager script; ours loads only the Swagger files BentoML serves under /static_content),
+and GET /docs.json is BentoML's generated spec made to say what the service does: the
+project's title, version and links instead of BentoML's boilerplate, both image media
+types, the one error body, GET on /models, and an example on every request field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from service import __version__
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+ERROR_SCHEMA = {
+    "type": "object", "title": "Error", "required": ["error", "field"],
+    "properties": {"error": {"type": "string", "description": "what is wrong, and the limit"},
+                   "field": {"type": "string", "description": "the field at fault"}},
+}
+ERROR_STATUSES = {"400": "Bad input", "404": "Unknown model or job",
+                  "409": "Job not finished", "413": "Body over COUNTERFEIT_MAX_BODY_BYTES"}
+IMAGE_ROUTES = ("/sample", "/interpolate")
+OWN_ROUTES = ("/sample", "/interpolate", "/score", "/models", "/jobs/submit", "/jobs/status",
+              "/jobs/result")
+INFO = {
+    "title": "Counterfeit",
+    "version": __version__,
+    "description": (
+        "The generative adversarial nets of Goodfellow et al. (2014), served: sample images "
+        "from G, walk between latents, score images with D, and run large batch-generation "
+        "jobs. Every size comes from the model's card (GET /models). A seed fixes the "
+        "latents (the seed contract), so a seeded request gives the same images on any "
+        "server. Every error is a 4xx JSON body `{\"error\", \"field\"}` naming the field "
+        "and the limit.\n\nThe HTTP contract, the model card schema and the architecture "
+        "are in the repository's `docs/` (http-api.md, model-card.md, architecture.md)."),
+    "license": {"name": "MIT"},
+}
+PAGE = b"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="UTF-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Counterfeit API</title>
+  <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css">
+  <link rel="icon" type="image/png" href="./static_content/favicon-light-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="./static_content/swagger-ui-bundle.js" charset="UTF-8"></script>
+  <script src="./static_content/swagger-ui-standalone-preset.js" charset="UTF-8"></script>
+  <script src="./static_content/swagger-initializer.js" charset="UTF-8"></script>
+</body>
+</html>
+"""
+
+
+def _with_examples(schema: dict[str, Any]) -> None:
+    """pydantic writes `examples` (a list, OpenAPI 3.1); Swagger UI on a 3.0 spec builds
+    its example body from `example`."""
+    for prop in schema.get("properties", {}).values():
+        if "examples" in prop and "example" not in prop:
+            prop["example"] = prop["examples"][0]
+
+
+def patch_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    spec = copy.deepcopy(spec)
+    spec["info"] = INFO
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    for schema in schemas.values():
+        _with_examples(schema)
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    paths = spec.get("paths", {})
+    for route in OWN_ROUTES:
+        operation = paths.get(route, {}).get("post")
+        if operation is None:
+            continue
+        for content in operation.get("requestBody", {}).get("content", {}).values():
+            _with_examples(content.get("schema", {}))
+        responses = operation.setdefault("responses", {})
+        for status, description in ERROR_STATUSES.items():
+            responses[status] = {"description": description, **error}
+        if route in IMAGE_ROUTES:
+            responses["200"] = {
+                "description": "format png: one PNG grid; format npy: a float32 .npy array "
+                               "(n, *image shape) in [0, 1]",
+                "content": {"image/png": BINARY, "application/octet-stream": BINARY}}
+    submit = paths.get("/jobs/submit", {}).get("post")
+    if submit is not None:  # a job is accepted, not done
+        submit["responses"]["202"] = {**submit["responses"].pop("200"),
+                                      "description": "Accepted: the job's status"}
+    models = paths.get("/models", {}).get("post")
+    if models is not None:
+        get = {k: v for k, v in models.items() if k != "requestBody"}
+        paths["/models"]["get"] = {**get, "operationId": f"{get.get('operationId')}_get"}
+    return spec
+
+
+class ApiDocs:
+    """ASGI middleware: GET / answers PAGE; GET /docs.json is rewritten by patch_spec."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path == "/" and scope["method"] == "GET":
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(PAGE)).encode())]})
+            await send({"type": "http.response.body", "body": PAGE})
+            return
+        if path != "/docs.json":
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] = {"start": None, "body": b""}
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                held["start"] = message
+                return
+            held["body"] += message.get("body", b"")
+            if message.get("more_body"):
+                return
+            body = held["body"]
+            if held["start"]["status"] == 200:
+                body = json.dumps(patch_spec(json.loads(body))).encode()
+            headers = [(k, v) for k, v in held["start"].get("headers", [])
+                       if k != b"content-length"]
+            await send({**held["start"], "headers": headers + [
+                (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, capture)

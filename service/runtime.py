@@ -1,0 +1,172 @@
+"""The service's runtime: model folders checked against their cards and loaded into
+onnxruntime, and the networks' calls. No torch, no BentoML.
+
+Every shape comes from the card (service/contract/card.py): a model is a folder
+`models/<name>/` with `model.json`, `generator.onnx` and, optionally, `discriminator.onnx`.
+Anything missing, corrupt or not matching its card raises CardError naming the file and
+the problem, so the service stops at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.contract.card import CARD_FILE, CardError, ModelCard, read_card, verify_files
+
+log = logging.getLogger("counterfeit")
+
+class DeviceError(RuntimeError):
+    """COUNTERFEIT_DEVICE asks for something this machine does not have."""
+
+
+def gpu_present() -> bool:
+    """A real NVIDIA GPU, not just the CUDA provider being importable: onnxruntime lists
+    CUDA as available on machines without one and silently falls back to the CPU."""
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
+def choose_providers(device: str) -> list[str]:
+    if device not in ("auto", "cpu", "cuda"):
+        raise DeviceError(f"COUNTERFEIT_DEVICE must be auto, cpu or cuda, got {device!r}")
+    cuda_ready = gpu_present() and "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cuda" and not cuda_ready:
+        raise DeviceError("COUNTERFEIT_DEVICE=cuda but no usable GPU: "
+                          + ("no NVIDIA device found" if not gpu_present() else
+                             "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"))
+    if device == "auto" and not cuda_ready and gpu_present():
+        log.warning("a GPU is present but onnxruntime has no CUDA provider: serving on CPU")
+    if device == "cpu" or not cuda_ready:
+        return ["CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def make_session(model: str | bytes | Path, providers: list[str],
+                 threads: int) -> ort.InferenceSession:
+    """An onnxruntime session as the service runs one: `threads` intra-op threads that
+    sleep when idle (spinning ones take the cores that parse HTTP), warnings off."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
+                                providers=providers)
+
+
+def threads_per_worker(workers: int) -> int:
+    """onnxruntime intra-op threads per worker: the cores shared out, at least 1."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+@dataclass
+class Model:
+    """A served model: its card and one onnxruntime session per network."""
+
+    card: ModelCard
+    sessions: dict[str, ort.InferenceSession]  # role -> session
+    provider: str
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def has_discriminator(self) -> bool:
+        return "discriminator" in self.sessions
+
+    def latents(self, n: int, seed: int) -> np.ndarray:
+        """The seed contract (card.Latent.sample)."""
+        return self.card.latent.sample(n, seed)
+
+    def _feeds(self, name: str, array: np.ndarray, labels: np.ndarray | None) -> dict:
+        feeds = {name: array}
+        conditioning = self.card.conditioning
+        if conditioning is not None:
+            if labels is None or len(labels) != len(array):
+                raise ValueError(f"{self.name} is conditional: one label per row is needed")
+            feeds[conditioning.input] = conditioning.one_hot(labels)
+        return feeds
+
+    def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """(n, dim) float32 latents -> (n, *image.shape) float32 images in [0, 1]."""
+        z = np.ascontiguousarray(z, np.float32)
+        x = self.sessions["generator"].run(None, self._feeds("z", z, labels))[0]
+        # onnxruntime's float32 sigmoid can return 1 + 1 ulp: keep the [0, 1] promise
+        return np.clip(x, 0.0, 1.0, out=x).reshape(len(z), *self.card.image.card_shape)
+
+    def logits(self, x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """(n, *image.shape) float32 images in [0, 1] -> (n,) logits of D."""
+        x = np.ascontiguousarray(x, np.float32).reshape(len(x), *self.card.image.shape)
+        return self.sessions["discriminator"].run(None, self._feeds("x", x, labels))[0] \
+            .reshape(len(x))
+
+
+def _check_io(session: ort.InferenceSession, path: Path, inputs: dict[str, tuple],
+              outputs: dict[str, tuple]) -> None:
+    """Names and shapes (a symbolic batch axis first) of the graph against the card."""
+    for kind, expected, actual in (("input", inputs, session.get_inputs()),
+                                   ("output", outputs, session.get_outputs())):
+        got = {a.name: a.shape for a in actual}
+        if set(got) != set(expected):
+            raise CardError(f"{path}: {kind}s are {sorted(got)}, the card says "
+                             f"{sorted(expected)}")
+        for name, shape in expected.items():
+            if len(got[name]) != len(shape) + 1 or isinstance(got[name][0], int) or \
+                    tuple(got[name][1:]) != shape:
+                raise CardError(f"{path}: {kind} '{name}' has shape {got[name]}, expected "
+                                 f"[batch, {', '.join(map(str, shape))}]")
+
+
+def load_model(folder: Path, providers: list[str], threads: int,
+               require_cuda: bool = False) -> Model:
+    card = read_card(folder)
+    verify_files(folder, card)
+    sessions = {}
+    for role, network in card.networks.items():
+        path = folder / network.file
+        try:
+            sessions[role] = make_session(path, providers, threads)
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise CardError(f"{path}: onnxruntime cannot load it ({err})") from None
+        _check_io(sessions[role], path, network.inputs, network.outputs)
+    provider = sessions["generator"].get_providers()[0]
+    if providers[0] == "CUDAExecutionProvider" and provider != providers[0]:
+        if require_cuda:
+            raise DeviceError(f"{folder}: onnxruntime fell back to {provider} although CUDA "
+                              "was asked for (CUDA / cuDNN libraries missing?)")
+        log.warning("onnxruntime could not use CUDA; serving %s on %s", folder.name, provider)
+    model = Model(card, sessions, provider)
+    # warm-up: the first call of a session allocates; do it before /readyz says yes
+    labels = np.zeros(2, np.int64) if card.conditioning else None
+    images = model.generate(model.latents(2, 0), labels)
+    if model.has_discriminator:
+        model.logits(images, labels)
+    return model
+
+
+def model_folders(models_dir: Path) -> list[Path]:
+    """The model folders of `models_dir`: every sub-folder with a card (models/ holds only
+    served models); other entries are left alone."""
+    if not models_dir.is_dir():
+        raise CardError(f"{models_dir}: no such models folder")
+    folders = sorted(p for p in models_dir.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and (p / CARD_FILE).exists())
+    if not folders:
+        raise CardError(f"{models_dir}: no model folder (a folder with {CARD_FILE} and "
+                         "generator.onnx); train and export one (README)")
+    return folders
+
+
+def load_models(models_dir: Path, device: str = "auto", threads: int = 1) -> dict[str, Model]:
+    """Every model folder of `models_dir`, checked and warmed up."""
+    providers = choose_providers(device)
+    models = {p.name: load_model(p, providers, threads, require_cuda=device == "cuda")
+              for p in model_folders(models_dir)}
+    for m in models.values():
+        log.info("loaded %s (%s) on %s", m.name, m.card.version, m.provider)
+    return models

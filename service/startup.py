@@ -1,0 +1,27 @@
+"""Checks run once when `bentoml serve` imports the service, before any worker starts: a
+worker whose __init__ fails is restarted for ever, so a bad setting or a broken model must
+stop the server here, with one line naming the variable or the file."""
+
+from __future__ import annotations
+
+from service.contract.card import CardError
+from service.runtime import DeviceError, load_models
+from service.settings import Settings, SettingsError, current
+
+
+def check_models_or_exit(settings: Settings) -> None:
+    try:
+        names = sorted(load_models(settings.models_dir, settings.device, threads=1))
+    except (CardError, DeviceError) as err:
+        raise SystemExit(f"counterfeit: cannot start: {err}") from None
+    if settings.default_model is not None and settings.default_model not in names:
+        raise SystemExit("counterfeit: cannot start: COUNTERFEIT_DEFAULT_MODEL="
+                         f"{settings.default_model!r} is not among the models in "
+                         f"{settings.models_dir}: {names}")
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return current()
+    except SettingsError as err:
+        raise SystemExit(f"counterfeit: cannot start: {err}") from None

@@ -1,0 +1,1 @@
+"""Measurements of a generator and the report that gathers them."""

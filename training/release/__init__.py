@@ -1,0 +1,1 @@
+"""From a run to a served model: selection on validation, weight averaging, export."""

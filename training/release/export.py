@@ -1,0 +1,234 @@
+"""`python -m training export RUN --name NAME`: G and D of a run as ONNX, with the model
+card (`model.json`, docs/model-card.md) the service reads, and the evaluation of the exported files.
+
+generator.onnx:     z (N, dim) float32 -> x (N, *IMAGE_SHAPE) in [0, 1]
+discriminator.onnx: x (N, *IMAGE_SHAPE) -> logit (N, 1), dropout off
+
+The folder is written beside models/NAME and swapped in whole once complete: an export
+never leaves a half-written model, and replaces an existing one only with `force`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.contract.card import (
+    NETWORK_FILES,
+    ImageSpec,
+    card_files,
+    check_model_name,
+    replacing,
+    write_card,
+)
+from training.config import PRESETS, TrainConfig
+from training.data.mnist import IMAGE_SHAPE, MNIST_SHA256, TRAIN_STOP, load_mnist
+from training.evaluation.generators import onnx_source
+from training.evaluation.report import evaluate
+from training.gan.networks import Generator, build_networks, latent_prior, sample_noise
+from training.onnx_io import OPSET, cpu_session, export_onnx
+from training.release.average import average_generator
+from training.release.select import select_snapshot, select_window
+from training.runs import (
+    CHECKPOINT,
+    epoch_record,
+    iterations_per_epoch,
+    load_checkpoint,
+    load_config,
+    snapshot_file,
+)
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+PARITY_TOLERANCE = 1e-5
+# Fields that say how a run was executed, not what was trained.
+RUN_ONLY_FIELDS = {"epochs", "seed", "device", "threads", "log_every", "snapshot_every"}
+
+
+class ImageGenerator(nn.Module):
+    """G with its output shaped as images, as the service expects."""
+
+    def __init__(self, g: Generator) -> None:
+        super().__init__()
+        self.g = g
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.g(z).view(-1, *IMAGE_SHAPE)
+
+
+def nearest_preset(config: TrainConfig) -> tuple[str, dict]:
+    """The preset that differs from this config in the fewest trained fields (run-only
+    fields aside), and those fields with this config's values."""
+    mine = {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY_FIELDS}
+    changes = {name: {k: v for k, v in mine.items() if make().to_dict()[k] != v}
+               for name, make in PRESETS.items()}
+    name = min(changes, key=lambda n: len(changes[n]))
+    return name, changes[name]
+
+
+def preset_name(config: TrainConfig) -> str:
+    """The preset this config is, up to run-only fields; "custom" otherwise."""
+    name, changed = nearest_preset(config)
+    return "custom" if changed else name
+
+
+def load_pair(run: Path, epoch: int | None) -> tuple[TrainConfig, dict, dict, dict]:
+    """(config, G state, D state, training facts) of the run's latest checkpoint, or of
+    its snapshot at `epoch`."""
+    config = load_config(run)
+    if epoch is None:
+        state = load_checkpoint(run / CHECKPOINT)
+        per_epoch = iterations_per_epoch(config, TRAIN_STOP)
+        facts = {"epochs": state["step"] // per_epoch, "steps": state["step"],
+                 "seconds": round(state["seconds"], 1),
+                 "device": state.get("device", "unknown")}
+        return config, state["generator"], state["discriminator"], facts
+    files = [snapshot_file(run, net, epoch) for net in ("generator", "discriminator")]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} is missing: export needs G and D of one epoch")
+    record = epoch_record(run, epoch)
+    facts = {"epochs": epoch, "steps": record.get("step"), "seconds": record.get("seconds"),
+             "device": record.get("device", "unknown")}
+    g_state, d_state = (torch.load(f, map_location="cpu") for f in files)
+    return config, g_state, d_state, facts
+
+
+def load_average(run: Path, first: int, last: int) -> tuple[TrainConfig, dict, dict, dict]:
+    """load_pair for G averaged over the snapshots of epochs [first, last], with the D of
+    the last of them (see training/release/average.py for why D is not averaged)."""
+    config = load_config(run)
+    g_state, epochs = average_generator(run, first, last)
+    d_state = torch.load(snapshot_file(run, "discriminator", epochs[-1]), map_location="cpu")
+    record = epoch_record(run, epochs[-1])
+    facts = {"epochs": epochs[-1], "steps": record.get("step"), "seconds": record.get("seconds"),
+             "device": record.get("device", "unknown"),
+             "averaged_epochs": {"first": epochs[0], "last": epochs[-1], "count": len(epochs)}}
+    return config, g_state, d_state, facts
+
+
+def check_parity(g: nn.Module, d: nn.Module, folder: Path, config: TrainConfig,
+                 batch_sizes: tuple[int, ...] = (1, 7, 256)) -> dict[str, float]:
+    """Largest |onnxruntime - torch| over fresh random batches, for G's images and D's logit."""
+    gen = torch.Generator().manual_seed(2024)
+    g_sess, d_sess = (cpu_session(folder / NETWORK_FILES[net])
+                      for net in ("generator", "discriminator"))
+    worst = {"generator": 0.0, "discriminator": 0.0}
+    with torch.no_grad():
+        for n in batch_sizes:
+            z = sample_noise(n, config, generator=gen)
+            x = torch.rand(n, *IMAGE_SHAPE, generator=gen)
+            pairs = (("generator", g_sess, g(z), z), ("discriminator", d_sess, d(x), x))
+            for name, session, expected, inp in pairs:
+                got = session.run(None, {session.get_inputs()[0].name: inp.numpy()})[0]
+                worst[name] = max(worst[name], float(np.abs(got - expected.numpy()).max()))
+    return worst
+
+
+def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
+                 epoch: int | None = None, select: bool = False, run_evaluation: bool = True,
+                 data_dir: str | Path | None = None, evaluation_seeds: tuple[int, ...] = (0, 1, 2),
+                 evaluation_samples: int = 10_000, finalists: int = 3,
+                 average: list[tuple[int, int]] | None = None, force: bool = False) -> Path:
+    """Export the latest checkpoint, the snapshot of `epoch`, the snapshot chosen by
+    validation Parzen (`select`), or G averaged over the window of `average` that
+    `select_window` picks, with the window's last D, into models_dir/name. An existing
+    folder is refused, or with `force` replaced whole once the new one is complete."""
+    run = Path(run)
+    check_model_name(name)
+    if sum((epoch is not None, select, bool(average))) > 1:
+        raise ValueError("choose one of epoch, select and average")
+    target = models_dir / name
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists: pass --force to replace it whole (its ONNX "
+                              "files, model.json and evaluation/)")
+    mnist = load_mnist(data_dir) if (select or average or run_evaluation) else None
+    selection = None
+    if average:
+        selection = select_window(run, mnist, average, n_samples=evaluation_samples)
+        config, g_state, d_state, facts = load_average(run, *selection.window)
+    else:
+        if select:
+            selection = select_snapshot(run, mnist, with_discriminator=True,
+                                        finalists=finalists)
+            epoch = selection.epoch
+        config, g_state, d_state, facts = load_pair(run, epoch)
+    if not config.image_data:
+        raise ValueError(f"{run} trained on {config.dataset}; only MNIST models are served")
+    g, d = build_networks(config)
+    g.load_state_dict(g_state)
+    d.load_state_dict(d_state)
+    g_img, d = ImageGenerator(g).eval(), d.eval()
+
+    with replacing(target) as staged:
+        parity = export_networks(g_img, d, staged, config)
+        chosen = (f"average{selection.window[0]}-{selection.window[1]}" if average
+                  else f"epoch{facts['epochs']}")
+        card = model_card(name, run, chosen, config, facts, staged, parity, (
+            selection.to_card() if selection else
+            {"by": "latest checkpoint" if epoch is None else f"snapshot of epoch {epoch}"}))
+        written = write_card(staged, card)
+        if run_evaluation:
+            generator = target / written.generator.file  # where it is measured from
+            source = onnx_source(staged / written.generator.file, written.latent,
+                                 str(generator))
+            report = evaluate(source, staged / "evaluation", mnist, seeds=evaluation_seeds,
+                              n_samples=evaluation_samples, run=run,
+                              validation_parzen=selection.cheap if select else None)
+            card["evaluation"] = evaluation_summary(report, target)
+            write_card(staged, card)
+    return target
+
+
+def export_networks(g_img: nn.Module, d: nn.Module, folder: Path,
+                    config: TrainConfig) -> dict[str, float]:
+    """Write generator.onnx and discriminator.onnx into `folder`; their parity with torch,
+    refused above PARITY_TOLERANCE."""
+    export_onnx(g_img, sample_noise(2, config), folder / NETWORK_FILES["generator"], "z", ["x"])
+    export_onnx(d, torch.zeros(2, *IMAGE_SHAPE), folder / NETWORK_FILES["discriminator"], "x",
+                ["logit"])
+    parity = check_parity(g_img, d, folder, config)
+    if max(parity.values()) > PARITY_TOLERANCE:
+        raise RuntimeError(f"onnxruntime differs from torch by {parity} (> {PARITY_TOLERANCE})")
+    return parity
+
+
+def model_card(name: str, run: Path, chosen: str, config: TrainConfig, facts: dict,
+               folder: Path, parity: dict[str, float], selection: dict) -> dict:
+    """The card of the networks in `folder` (docs/model-card.md), its evaluation still empty. The
+    version says when, from which run and what was chosen: 2026-11-24-vlong-average795-895."""
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {
+        "name": name,
+        "version": f"{created[:10]}-{run.name}-{chosen}",
+        "created": created,
+        "latent": latent_prior(config).to_card(),
+        "image": ImageSpec.of(IMAGE_SHAPE).to_card(),
+        "files": card_files(folder, {
+            "generator": {"input": "z", "output": "x", "opset": OPSET},
+            "discriminator": {"input": "x", "outputs": ["logit"], "opset": OPSET}}),
+        "dataset": {"name": "mnist", "sha256": MNIST_SHA256},
+        "training": {"preset": preset_name(config), "config": config.to_dict(),
+                     "nearest_preset": dict(zip(("name", "changed"), nearest_preset(config),
+                                                strict=True)), **facts,
+                     "run": run.name, "torch": torch.__version__},
+        "export": {"parity_max_abs_error": parity, "selection": selection},
+        "evaluation": {},
+    }
+
+
+def evaluation_summary(report: dict, folder: Path) -> dict:
+    """What the card keeps of the evaluation report of the model in `folder`."""
+    p = report["parzen"]
+    return {
+        "parzen": {"ll": p["ll"], "se": p["se"], "sigma": p["sigma"],
+                   "n_samples": p["n_samples"], "spread_over_seeds": p["spread_over_seeds"],
+                   "seeds": p["seeds"], "ceiling": p["ceiling_real_train_images"]},
+        "classifier_fd": report["classifier_fd"],
+        "modes": report["modes"],
+        "memorisation": report["memorisation"],
+        "command": f"python -m training evaluate {folder}",
+    }
