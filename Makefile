@@ -27,7 +27,7 @@ help:
 	@echo "make evaluate RUN=runs/NAME   evaluate the run's best snapshot (--select)"
 	@echo "make classifier  retrain training/evaluation/mnist-classifier (the evaluation's classifier)"
 	@echo "make loadtest [PROFILE=mixed USERS=20 DURATION=60s]  locust against a fresh service"
-	@echo "make bench      every benchmark ratio -> docs/benchmarks.md (quiet machine, ~10 min)"
+	@echo "make bench      every benchmark ratio -> docs/benchmarks.md (quiet machine, ~4 min)"
 	@echo "make soak       10 min of locust: 0 failures and RSS growth < 10% (not in CI)"
 
 $(BIN)/python:

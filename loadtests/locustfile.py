@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import io
 import random
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from locust import HttpUser, between, constant, task
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust loads us by path
+from service.contract.card import read_card  # noqa: E402
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JSON = {"content-type": "application/json"}
+# the served model's image shape: every answer is checked against it
+SHAPE = read_card(Path(__file__).resolve().parent.parent / "models" / "mnist-mlp").image \
+    .card_shape
 
 
 def _npy(response, expected_shape: tuple[int, ...]) -> None:
@@ -36,7 +44,7 @@ def _sample_npy(client, n: int) -> None:
         if r.status_code != 200:
             r.failure(f"status {r.status_code}")
         else:
-            _npy(r, (n, 28, 28))
+            _npy(r, (n, *SHAPE))
 
 
 class PersonAskingForAGrid(HttpUser):
@@ -90,7 +98,7 @@ class Interpolator(HttpUser):
             if r.status_code != 200:
                 r.failure(f"status {r.status_code}")
             else:
-                _npy(r, (10, 28, 28))
+                _npy(r, (10, *SHAPE))
 
 
 class Scorer(HttpUser):
@@ -101,7 +109,7 @@ class Scorer(HttpUser):
 
     def on_start(self) -> None:
         buffer = io.BytesIO()
-        np.save(buffer, np.random.default_rng().uniform(0, 1, (16, 28, 28)).astype(np.float32))
+        np.save(buffer, np.random.default_rng().uniform(0, 1, (16, *SHAPE)).astype(np.float32))
         self.payload = buffer.getvalue()
 
     @task
@@ -141,5 +149,5 @@ class BatchJobUser(HttpUser):
             except Exception as err:  # any unreadable answer is a failure of the service
                 r.failure(f"status {r.status_code}, not an .npz: {err}")
                 return
-            if images.shape != (5000, 28, 28) or images.dtype != np.uint8:
+            if images.shape != (5000, *SHAPE) or images.dtype != np.uint8:
                 r.failure(f"images {images.shape} {images.dtype}")

@@ -20,14 +20,14 @@ from service.asgi import bentoml_fixes
 from service.asgi.http_guard import HttpGuard
 from service.asgi.openapi import ApiDocs
 from service.batcher import MicroBatcher
-from service.contract.card import SEED_MAX, random_seed
+from service.contract.card import MAX_CLASSES, SEED_MAX, random_seed
 from service.contract.latent_paths import lerp, slerp
 from service.errors import RequestError, answers_request_errors
 from service.images import decode_upload, encode_npy, encode_png_grid
 from service.jobs import JobRunner, JobStore
 from service.runtime import Model, load_models, threads_per_worker
 from service.startup import check_models_or_exit, settings_or_exit
-from service.validation import labels, latent_end
+from service.validation import labels, latent_end, within_memory
 
 SETTINGS = settings_or_exit()
 MAX_SAMPLES = 1024
@@ -45,7 +45,8 @@ ImageFormat = Annotated[Literal["png", "npy"], Field(
     description="png: one grid image; npy: a float32 array (n, *image shape) in [0, 1].")]
 ModelName = Annotated[str | None, Field(
     description="A model of GET /models; none: the default model.", examples=[None])]
-Label = Annotated[int | list[int] | None, Field(
+ClassLabel = Annotated[int, Field(ge=0, le=MAX_CLASSES - 1, strict=True)]
+Label = Annotated[ClassLabel | list[ClassLabel] | None, Field(
     description="Conditional models only: the class of every image, or one per image.",
     examples=[None])]
 EndSeed = Annotated[int | None, Field(
@@ -147,7 +148,7 @@ class Counterfeit:
         """`n` images from G. With a `seed`, the latents are the seed contract's, so the
         same seed gives the same images anywhere; the seed used is in `X-Seed`."""
         m = self._model(model)
-        classes = labels(m, label, n)
+        classes = labels(m, label, within_memory(m, "n", n))
         seed = random_seed() if seed is None else seed
         images = self._generate(m, m.latents(n, seed), "sample", classes)
         return _image_response(m, images, format, seed, ctx)
@@ -167,6 +168,7 @@ class Counterfeit:
         """Images along a path in latent space, G(z_start) first and G(z_end) last. Each end
         is a seed or a latent vector (give `z_start` with `seed_start` null)."""
         m = self._model(model)
+        within_memory(m, "steps", steps)
         ends = [latent_end(m, "start", seed_start, z_start),
                 latent_end(m, "end", seed_end, z_end)]
         path = (lerp if method == "linear" else slerp)(ends[0], ends[1], steps)
@@ -180,8 +182,8 @@ class Counterfeit:
                                                       "(n, pixels), float in [0, 1] or uint8; "
                                                       "or one PNG of the image's size.")],
               model: ModelName = None,
-              label: Annotated[int | None, Field(description="Conditional models only: the "
-                                                            "class the images claim.")] = None
+              label: Annotated[int | None, Field(ge=0, le=MAX_CLASSES - 1, description=(
+                  "Conditional models only: the class the images claim."))] = None
               ) -> dict:
         """D(x) for each uploaded image: the discriminator's probability that it is real."""
         m = self._model(model)
@@ -212,6 +214,7 @@ class Counterfeit:
         if m.card.conditioning is not None:
             raise RequestError("model", f"model {m.name} is conditional; jobs do not take "
                                "labels yet")
+        within_memory(m, "n", n, job=True)
         ctx.response.status_code = 202
         return self.jobs.submit(m, n, random_seed() if seed is None else seed)
 

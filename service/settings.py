@@ -23,7 +23,7 @@ def _default_jobs_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """One field per COUNTERFEIT_<FIELD> variable (docs/service.md lists them)."""
+    """One field per COUNTERFEIT_<FIELD> variable (docs/http-api.md lists them)."""
 
     models_dir: Path = REPO / "models"
     default_model: str | None = None  # None: the first model by name

@@ -4,12 +4,16 @@ stop the server here, with one line naming the variable or the file."""
 
 from __future__ import annotations
 
+from bentoml._internal.context import server_context
+
 from service.contract.card import CardError
 from service.runtime import DeviceError, load_models
 from service.settings import Settings, SettingsError, current
 
 
 def check_models_or_exit(settings: Settings) -> None:
+    if server_context.worker_index is not None:
+        return  # a worker of `bentoml serve`: the server checked before it started us
     try:
         names = sorted(load_models(settings.models_dir, settings.device, threads=1))
     except (CardError, DeviceError) as err:

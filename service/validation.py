@@ -9,6 +9,22 @@ from service.errors import RequestError
 from service.runtime import Model
 
 MAX_ABS_LATENT = 1e3
+# memory one request may take for its float32 latents and images, and one job for its
+# float32 latents and uint8 images: the field limits hold for the shipped model's size,
+# these hold for any card's (a card allows 3 x 4096 x 4096 images)
+MAX_REQUEST_BYTES = 256 << 20
+MAX_JOB_BYTES = 1 << 30
+
+
+def within_memory(model: Model, field: str, rows: int, job: bool = False) -> int:
+    """`rows` images of `model`, unless they would take more than the budget."""
+    card = model.card
+    per_row = card.latent.dim * 4 + card.image.pixels * (1 if job else 4)
+    budget = MAX_JOB_BYTES if job else MAX_REQUEST_BYTES
+    if rows * per_row > budget:
+        raise RequestError(field, f"at most {budget // per_row} for model {model.name} "
+                           f"(images of {list(card.image.card_shape)}), got {rows}")
+    return rows
 
 
 def latent_end(model: Model, which: str, seed: int | None, z: list[float] | None) -> np.ndarray:

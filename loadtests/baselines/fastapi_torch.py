@@ -45,7 +45,7 @@ def generator_from_onnx(path: Path) -> torch.nn.Sequential:
 
 
 G = generator_from_onnx(MODEL / "generator.onnx")
-LATENT = read_card(MODEL).latent  # the seed contract: a seed gives the service's own z
+CARD = read_card(MODEL)  # the seed contract: a seed gives the service's own z
 app = FastAPI()
 
 
@@ -58,9 +58,9 @@ class SampleRequest(BaseModel):
 @app.post("/sample")
 def sample(request: SampleRequest) -> Response:
     seed = random_seed() if request.seed is None else request.seed
-    z = LATENT.sample(request.n, seed)
+    z = CARD.latent.sample(request.n, seed)
     with torch.no_grad():
-        x = G(torch.from_numpy(z)).numpy().reshape(request.n, 28, 28)
+        x = G(torch.from_numpy(z)).numpy().reshape(request.n, *CARD.image.card_shape)
     buffer = io.BytesIO()
     np.save(buffer, x)
     return Response(buffer.getvalue(), media_type="application/octet-stream",

@@ -29,14 +29,16 @@ def normalise_error(body: Any) -> dict:
     if "field" in body and "error" in body:
         return body
     detail = body.get("detail")
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        first = detail[0]
+    if isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
+        # a value that fits no member of a union (`label`: an int or a list of ints) gets
+        # an error per member; the deepest says what is wrong ("label[0]: ... <= 9999")
+        first = max(detail, key=lambda d: len(d.get("loc", [])))
         loc = [part for part in first.get("loc", []) if part != "body"]
         if not loc:
             return {"error": f"body: {first.get('msg', 'invalid value')}", "field": "body"}
-        # the request's own field, with the path inside it: z_start[3]
-        path = str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                                     for p in loc[1:])
+        # the request's own field with the list indexes inside it: z_start[3] (fields are
+        # scalars or lists, so the other parts of loc only name union members)
+        path = str(loc[0]) + "".join(f"[{p}]" for p in loc[1:] if isinstance(p, int))
         return {"error": f"{path}: {first.get('msg', 'invalid value')}", "field": str(loc[0])}
     return {"error": str(body.get("error", body)), "field": "body"}
 

@@ -32,8 +32,10 @@ INFO = {
         "jobs. Every size comes from the model's card (GET /models). A seed fixes the "
         "latents (the seed contract), so a seeded request gives the same images on any "
         "server. Every error is a 4xx JSON body `{\"error\", \"field\"}` naming the field "
-        "and the limit.\n\nThe HTTP contract, the model card schema and the architecture "
-        "are in the repository's `docs/` (http-api.md, model-card.md, architecture.md)."),
+        "and the limit.\n\nThe loaded models and their cards: [/models](./models). "
+        "Prometheus metrics: [/metrics](./metrics). This spec: [/docs.json](./docs.json). "
+        "The HTTP contract, the model card schema and the architecture are in the "
+        "repository's `docs/` (http-api.md, model-card.md, architecture.md)."),
     "license": {"name": "MIT"},
 }
 PAGE = b"""<!DOCTYPE html>

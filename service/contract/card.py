@@ -103,10 +103,6 @@ class ImageSpec:
         return cls(tuple(chw), tuple(chw[1:]) if chw[0] == 1 else tuple(chw))
 
     @property
-    def channels(self) -> int:
-        return self.shape[0]
-
-    @property
     def pixels(self) -> int:
         """Numbers per image (C * H * W)."""
         return math.prod(self.shape)
@@ -129,10 +125,6 @@ class Conditioning:
         out = np.zeros((len(labels), self.classes), np.float32)
         out[np.arange(len(labels)), labels] = 1.0
         return out
-
-    def to_card(self) -> dict[str, Any]:
-        return {"kind": self.kind, "input": self.input, "classes": self.classes,
-                "names": list(self.names)}
 
 
 @dataclass(frozen=True)
@@ -322,10 +314,12 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 @contextmanager
-def replacing(target: Path) -> Iterator[Path]:
+def replacing(target: Path, replace: bool = False) -> Iterator[Path]:
     """A new empty folder beside `target` (same file system) to write a model into. When the
-    block succeeds it replaces `target` whole, so no file of an old folder survives beside
-    the new ones; when it fails it is removed and `target` is left as it was."""
+    block succeeds it takes `target`'s place whole, so no file of an old folder survives
+    beside the new ones; an existing `target` is replaced only if `replace` (checked again
+    at the swap: another writer may have made it meanwhile). When anything fails the new
+    folder is removed and `target` is left as it was."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     umask = os.umask(0)  # an ordinary folder's permissions, not mkdtemp's 0700
@@ -333,13 +327,20 @@ def replacing(target: Path) -> Iterator[Path]:
     staged.chmod(0o777 & ~umask)
     try:
         yield staged
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)  # two renames: never half-written
+        if not target.exists():
             os.replace(staged, target)
-            shutil.rmtree(old)
-        else:
+            return
+        if not replace:
+            raise FileExistsError(f"{target} exists; replace it with --force")
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)  # two renames: the name is never half-written
+        try:
             os.replace(staged, target)
+        except OSError:
+            os.replace(old / target.name, target)
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

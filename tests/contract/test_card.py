@@ -141,7 +141,10 @@ def test_replacing_leaves_nothing_of_the_old_folder(tmp_path: Path) -> None:
     target = tmp_path / "m"
     (target / "evaluation").mkdir(parents=True)
     (target / "evaluation" / "stale.png").write_bytes(b"old")
-    with replacing(target) as staged:
+    with pytest.raises(FileExistsError, match="--force"), replacing(target) as staged:
+        (staged / "model.json").write_text("new")
+    assert (target / "evaluation" / "stale.png").is_file()  # not asked to replace it
+    with replacing(target, replace=True) as staged:
         (staged / "model.json").write_text("new")
     assert [p.name for p in target.rglob("*")] == ["model.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
@@ -152,7 +155,8 @@ def test_a_failed_replacement_leaves_the_old_folder_as_it_was(tmp_path: Path) ->
     target = tmp_path / "m"
     target.mkdir()
     (target / "model.json").write_text("old")
-    with pytest.raises(RuntimeError, match="export failed"), replacing(target) as staged:
+    with pytest.raises(RuntimeError, match="export failed"), \
+            replacing(target, replace=True) as staged:
         (staged / "model.json").write_text("half")
         raise RuntimeError("export failed")
     assert (target / "model.json").read_text() == "old"

@@ -122,7 +122,7 @@ def _upload(payload: bytes, route: str = "/score") -> tuple[str, dict]:
 
 Z = [0.0] * 100
 # (route, request, status, field, words the error must contain): every endpoint, each kind
-# of hostile or malformed input of issue 7
+# of hostile or malformed input
 HOSTILE = {
     # out of range, wrong type, missing
     "sample n=0": ("/sample", {"json": {"n": 0}}, 400, "n", "greater than or equal to 1"),
@@ -244,6 +244,17 @@ HOSTILE = {
                            "[0, 9]"),
     "labels of the wrong count": ("/sample", {"json": {"model": "cond", "n": 3,
                                                        "label": [1, 2]}}, 400, "label", "3"),
+    "label 10^30": ("/sample", {"json": {"model": "cond", "label": 10**30}}, 400, "label",
+                    "less than or equal to 9999"),
+    "label list 10^30": ("/sample", {"json": {"model": "cond", "n": 1, "label": [10**30]}},
+                         400, "label", "less than or equal to 9999"),
+    "label string": ("/sample", {"json": {"model": "cond", "label": "3"}}, 400, "label",
+                     "integer"),
+    "label negative": ("/sample", {"json": {"model": "cond", "label": -1}}, 400, "label",
+                       "greater than or equal to 0"),
+    "score label 10^30": ("/score", {"files": {"file": ("x", b"x")},
+                                     "data": {"model": "cond", "label": str(10**30)}}, 400,
+                          "label", "9999"),
     "rgb npy of grey shape": ("/score", {"files": {"file": ("x", npy(np.zeros((1, 28, 28),
                                                                              np.float32)))},
                                          "data": {"model": "rgb"}}, 400, "file",
@@ -397,6 +408,10 @@ def test_an_rgb_model_with_a_normal_latent_is_served_by_the_same_routes(
 def test_a_generator_without_a_discriminator_samples_but_does_not_score(client) -> None:
     r = client.post("/sample", json={"n": 2, "seed": 0, "format": "npy", "model": "gonly"})
     assert r.status_code == 200 and np.load(io.BytesIO(r.content)).shape == (2, 16, 16)
+    r = client.post("/score", files={"file": ("x.npy", npy(np.zeros((1, 16, 16), np.float32)))},
+                    data={"model": "gonly"})
+    assert r.status_code == 400 and r.json() == {
+        "error": "model: model gonly has no discriminator to score with", "field": "model"}
 
 
 def test_a_conditional_model_takes_one_label_or_one_per_image(client, runtime_models) -> None:

@@ -163,7 +163,7 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
     d.load_state_dict(d_state)
     g_img, d = ImageGenerator(g).eval(), d.eval()
 
-    with replacing(target) as staged:
+    with replacing(target, replace=force) as staged:
         parity = export_networks(g_img, d, staged, config)
         chosen = (f"average{selection.window[0]}-{selection.window[1]}" if average
                   else f"epoch{facts['epochs']}")
