@@ -38,6 +38,10 @@ INFO = {
         "repository's `docs/` (http-api.md, model-card.md, architecture.md)."),
     "license": {"name": "MIT"},
 }
+TAG_DESCRIPTIONS = {
+    "Service APIs": "Sample, interpolate, score, run batch jobs, list the models.",
+    "Infrastructure": "Health checks and Prometheus metrics.",
+}
 PAGE = b"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -68,6 +72,8 @@ def _with_examples(schema: dict[str, Any]) -> None:
 def patch_spec(spec: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(spec)
     spec["info"] = INFO
+    for tag in spec.get("tags", []):  # BentoML's words for its two groups
+        tag["description"] = TAG_DESCRIPTIONS.get(tag["name"], tag.get("description", ""))
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = ERROR_SCHEMA
     for schema in schemas.values():
