@@ -3,7 +3,9 @@ and, once done, `<id>.npz` in the jobs folder, so results outlive the service. J
 on a small pool of their own (`JobRunner`), never on the threads that answer requests.
 
 States: queued -> running -> completed | failed. A job still queued or running when the
-service starts was cut off by a restart: it is marked failed, never silently lost.
+service starts was cut off by a restart: it is marked failed, never silently lost. A state
+file that is not a job's state (truncated, not a JSON object, a FIFO, ...) is skipped with
+one warning at start, counted nowhere, and its job is answered 404 saying so.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import datetime
 import json
 import logging
 import os
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,17 +32,49 @@ LIVE_STATES = ("queued", "running")
 STATES = (*LIVE_STATES, "completed", "failed")
 
 
+def _is_job_id(job_id: object) -> bool:
+    return isinstance(job_id, str) and len(job_id) == 32 and set(job_id) <= _ID_CHARS
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class JobsFolderError(RuntimeError):
+    """The jobs folder cannot be made or written; the message names it and says why."""
+
+
+def _read_state(path: Path) -> dict:
+    """The job state in `path`; ValueError saying why it is not one."""
+    if not path.is_file():  # a FIFO would block the reader for ever
+        raise ValueError("not a regular file")
+    try:
+        state = json.loads(path.read_bytes())
+    except OSError as err:
+        raise ValueError(err.strerror or str(err)) from None
+    except ValueError as err:  # truncated, not JSON, not UTF-8
+        raise ValueError(f"not JSON: {err}") from None
+    if not (isinstance(state, dict) and state.get("state") in STATES
+            and type(state.get("n")) is int and type(state.get("done")) is int
+            and state["n"] > 0):
+        raise ValueError("not a job state object")
+    return state
 
 
 class JobStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise JobsFolderError(f"{folder}: not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()  # a read-only mount, root or not
+        except OSError as err:
+            raise JobsFolderError(f"{folder}: cannot make or write the jobs folder "
+                                  f"({err.strerror or err})") from None
 
     def _path(self, job_id: str, suffix: str) -> Path:
-        if not (isinstance(job_id, str) and len(job_id) == 32 and set(job_id) <= _ID_CHARS):
+        if not _is_job_id(job_id):
             raise RequestError("job_id", "not a job id (32 hex digits, as /jobs/submit "
                                "returns)")
         return self.folder / f"{job_id}{suffix}"
@@ -83,9 +118,13 @@ class JobStore:
 
     def status(self, job_id: str) -> dict:
         path = self._path(job_id, ".json")
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise RequestError("job_id", "no such job", 404)
-        state = json.loads(path.read_text())
+        try:
+            state = _read_state(path)
+        except ValueError as err:
+            raise RequestError("job_id", f"this job's state file is unreadable ({err}); "
+                               "submit the job again", 404) from None
         return {**state, "progress": round(state["done"] / state["n"], 4)}
 
     def result(self, job_id: str) -> Path:
@@ -95,20 +134,34 @@ class JobStore:
             raise RequestError("job_id", f"job is {state['state']}{detail}", 409)
         return self._path(job_id, ".npz")
 
+    def _states(self, warn: bool = False) -> Iterator[tuple[str, dict]]:
+        """(job id, state) of every job in the folder; a file that is not a job's state
+        is skipped, with a warning naming it if `warn`."""
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                if not _is_job_id(path.stem):
+                    raise ValueError("its name is not a job id")
+                state = _read_state(path)
+            except ValueError as err:
+                if warn:
+                    log.warning("jobs folder: skipped %s: %s", path, err)
+                continue
+            yield path.stem, state
+
     def mark_interrupted(self) -> int:
-        """At start-up: jobs left queued or running by the last run failed; how many."""
+        """At start-up: jobs left queued or running by the last run failed; how many. Files
+        that are not a job's state are skipped, one warning each."""
         count = 0
-        for path in self.folder.glob("*.json"):
-            if json.loads(path.read_text()).get("state") in LIVE_STATES:
-                self.fail(path.stem, "interrupted by a service restart; submit it again")
+        for job_id, state in self._states(warn=True):
+            if state["state"] in LIVE_STATES:
+                self.fail(job_id, "interrupted by a service restart; submit it again")
                 count += 1
         return count
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
-        for path in self.folder.glob("*.json"):
-            state = json.loads(path.read_text()).get("state")
-            counts[state] = counts.get(state, 0) + 1
+        for _, state in self._states():
+            counts[state["state"]] += 1
         return counts
 
 

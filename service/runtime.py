@@ -150,12 +150,14 @@ def load_model(folder: Path, providers: list[str], threads: int,
 
 
 def model_folders(models_dir: Path) -> list[Path]:
-    """The model folders of `models_dir`: every sub-folder with a card (models/ holds only
-    served models); other entries are left alone."""
+    """The model folders of `models_dir`: every sub-folder with an entry named model.json
+    (models/ holds only served models), whatever it is: a card that is a dangling symlink,
+    a symlink loop, a FIFO or a folder stops start-up in read_card, it is not skipped.
+    Other entries are left alone."""
     if not models_dir.is_dir():
         raise CardError(f"{models_dir}: no such models folder")
-    folders = sorted(p for p in models_dir.iterdir()
-                     if p.is_dir() and not p.name.startswith(".") and (p / CARD_FILE).exists())
+    folders = sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and os.path.lexists(p / CARD_FILE))
     if not folders:
         raise CardError(f"{models_dir}: no model folder (a folder with {CARD_FILE} and "
                          "generator.onnx); train and export one (README)")

@@ -17,6 +17,7 @@ from starlette.responses import FileResponse, Response
 
 from service import metrics
 from service.asgi import bentoml_fixes
+from service.asgi.access import AccessGuard
 from service.asgi.http_guard import HttpGuard
 from service.asgi.openapi import ApiDocs
 from service.batcher import MicroBatcher
@@ -26,7 +27,7 @@ from service.errors import RequestError, answers_request_errors
 from service.images import decode_upload, encode_npy, encode_png_grid
 from service.jobs import JobRunner, JobStore
 from service.runtime import Model, load_models, threads_per_worker
-from service.startup import check_models_or_exit, settings_or_exit
+from service.startup import check_or_exit, settings_or_exit
 from service.validation import labels, latent_end, within_memory
 
 SETTINGS = settings_or_exit()
@@ -59,7 +60,7 @@ JobId = Annotated[str, Field(description="The job_id that /jobs/submit returned.
                              examples=["0123456789abcdef0123456789abcdef"])]
 
 log = logging.getLogger("counterfeit")
-check_models_or_exit(SETTINGS)
+check_or_exit(SETTINGS)
 bentoml_fixes.install()
 
 
@@ -247,6 +248,11 @@ class Counterfeit:
 for _api in Counterfeit.apis.values():
     _api.input_spec.model_config["extra"] = "forbid"
     _api.input_spec.model_rebuild(force=True)
+# the first added is the outermost: who may ask is settled before a byte of the body is read
+Counterfeit.add_asgi_middleware(AccessGuard, api_key=SETTINGS.api_key,
+                                allowed_hosts=SETTINGS.allowed_hosts)
 Counterfeit.add_asgi_middleware(ApiDocs)
 Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=SETTINGS.max_body_bytes,
-                                file_routes={"/score": "file"}, get_aliases={"/models"})
+                                file_routes={"/score": "file"}, get_aliases={"/models"},
+                                json_routes={api.route for api in Counterfeit.apis.values()}
+                                - {"/score"})

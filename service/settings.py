@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ class Settings:
     access_log: bool = False
     jobs_dir: Path = _default_jobs_dir()
     job_workers: int = 1  # jobs run beside requests, never on request threads
+    # who may use it (service/asgi/access.py): with a key, every route but the health
+    # checks wants it; with host names, a request to any other Host is refused
+    api_key: str | None = field(default=None, repr=False, metadata={"secret": True})
+    allowed_hosts: tuple[str, ...] = ()  # empty: any host
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -50,7 +55,8 @@ class Settings:
             try:
                 values[f.name] = _PARSERS[f.name](raw)
             except ValueError as err:
-                raise SettingsError(f"{name}={raw!r}: {err}") from None
+                shown = name if f.metadata.get("secret") else f"{name}={raw!r}"  # never a key
+                raise SettingsError(f"{shown}: {err}") from None
         return cls(**values)
 
 
@@ -78,12 +84,37 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+MIN_API_KEY_CHARS = 16
+
+
+def _api_key(raw: str) -> str:
+    if len(raw) < MIN_API_KEY_CHARS:
+        raise ValueError(f"an API key must be at least {MIN_API_KEY_CHARS} characters "
+                         "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if not all("!" <= c <= "~" for c in raw):
+        raise ValueError("an API key must be printable ASCII without spaces")
+    return raw
+
+
+# a DNS name or a bracketed IPv6 address, lower-case, without a port
+_HOST = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower().rstrip(".") for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if not _HOST.fullmatch(host):
+            raise ValueError(f"{host!r} is not a host name (comma-separated names without "
+                             "ports; IPv6 addresses in brackets: [::1])")
+    return hosts
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "models_dir": Path, "default_model": str, "device": _choice("auto", "cpu", "cuda"),
     "workers": _number(int, 1, 64), "max_body_bytes": _number(int, 1024, 1 << 30),
     "batching": _switch, "batch_max_rows": _number(int, 1, 65_536),
     "batch_wait_ms": _number(float, 0.0, 1000.0), "access_log": _switch, "jobs_dir": Path,
-    "job_workers": _number(int, 1, 64),
+    "job_workers": _number(int, 1, 64), "api_key": _api_key, "allowed_hosts": _hosts,
 }
 
 

@@ -1,1 +1,2 @@
-"""ASGI pieces in front of the routes: the body guard, the OpenAPI page, BentoML fixes."""
+"""ASGI pieces in front of the routes: access control, the body guard, the OpenAPI page,
+BentoML fixes."""

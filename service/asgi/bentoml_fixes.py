@@ -1,16 +1,27 @@
-"""Two fixes for BentoML 1.4, installed in every process that imports the service.
+"""Three fixes for BentoML 1.4, installed in every process that imports the service.
 
-1. Its request timeout leaked memory under load.
+1. Its request timeout leaked memory under load, and hung a request whose app raised.
 `bentoml._internal.server.http.traffic.TimeoutMiddleware` schedules
 `loop.call_later(timeout, ...)` for every request and never cancels it. asyncio's timer
 handle keeps the request's contextvars (BentoML's request context among them) alive until
 the timeout expires, so a worker's memory grew with requests/s x timeout: +100 MiB over
-the first 300 s of `make soak` at 80 requests/s, then flat (docs/reliability.md). This is
-the same middleware with the timer cancelled once the response has started.
+the first 300 s of `make soak` at 80 requests/s, then flat (docs/reliability.md). It also
+waits only for the response to start, so an app that raised before sending anything held
+the connection for the whole timeout, then ended it with a bare 500 and no log line. This
+is the same middleware waiting for whichever comes first, the response's start or the
+app's end (its exception goes on to the server, which answers 500 and logs it once), with
+its timer cancelled as soon as either happens.
 
 2. It logs every request it refuses (a pydantic validation error, a 4xx BentoMLException)
 at ERROR with a traceback: ~2 KB of log per bad request, and noise an operator learns to
 ignore. Those become one INFO line; real server errors keep their traceback.
+
+3. Its request metrics (`bentoml_service_request_*`, `RunnerTrafficMetricsMiddleware`) are
+labelled with the raw URL path, so every distinct unknown path made a new time series:
+10,000 of them made /metrics 38 MiB and the worker 340 MiB larger. Each request is
+labelled with the route it matches instead (the service's API routes and BentoML's own:
+"/", "/docs.json", "/metrics", "/static_content/{path}", ...), and every path that
+matches none with UNMATCHED.
 """
 
 from __future__ import annotations
@@ -20,36 +31,77 @@ import logging
 from typing import Any
 
 from bentoml._internal.server import http_app
-from bentoml._internal.server.http import traffic
+from bentoml._internal.server.http import instruments, traffic
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
+from starlette.routing import Match
+
+# the one `endpoint` label of every request whose path is none of the service's routes
+UNMATCHED = "/{unmatched}"
+_REQUEST_SCOPE = "counterfeit.request_scope"
 
 
 async def _call(self: Any, scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] not in ("http", "websocket"):
         return await self.app(scope, receive, send)
     loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-    timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+    started = loop.create_future()
 
     async def _send(message: dict) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
+        if not started.done():
+            started.set_result(None)
         await send(message)
 
-    fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+    app = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
     try:
-        await waiter
-    except asyncio.TimeoutError:
-        if fut.cancel():
-            resp = JSONResponse({"error": f"Not able to process the request in {self.timeout} "
-                                          "seconds"}, status_code=504)
-            await resp(scope, receive, send)
-    else:
-        await fut
-    finally:
-        timer.cancel()
+        # asyncio.wait cancels its own timer on return: none outlives the request
+        done, _ = await asyncio.wait((started, app), timeout=self.timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        app.cancel()
+        raise
+    if not done:
+        app.cancel()
+        resp = JSONResponse({"error": f"Not able to process the request in {self.timeout} "
+                                      "seconds"}, status_code=504)
+        await resp(scope, receive, send)
+        return
+    await app  # the rest of the response, or the app's exception for the server to answer
+
+
+def route_label(scope: dict) -> str:
+    """The route `scope`'s path matches in its Starlette app (its template, e.g.
+    "/static_content/{path}"), whatever the method; UNMATCHED when it matches none."""
+    for route in getattr(scope.get("app"), "routes", ()):
+        if route.matches(scope)[0] is not Match.NONE:
+            return route.path_format
+    return UNMATCHED
+
+
+class _RequestScope:
+    """Hands the app below the metrics middleware the request's own scope, not the copy
+    relabelled for the metrics."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        await self.app(scope.get(_REQUEST_SCOPE, scope), receive, send)
+
+
+class RouteLabelledTrafficMetrics(instruments.RunnerTrafficMetricsMiddleware):
+    """BentoML's request metrics, with the matched route as `endpoint`, not the path."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        super().__init__(_RequestScope(app), **options)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            label = route_label(scope)
+            if label != scope["path"]:
+                scope = {**scope, "path": label, _REQUEST_SCOPE: scope}
+        await super().__call__(scope, receive, send)
 
 
 def is_client_error(error: BaseException | None) -> bool:
@@ -72,9 +124,11 @@ class ClientErrorsInOneLine(logging.Filter):
 
 
 def install() -> None:
-    """Replace the timeout middleware's __call__ and filter the request-error log
-    (BentoML builds its middleware per worker, after importing the service module, so
-    patching at import time reaches every worker)."""
+    """Replace the timeout middleware's __call__ and the request metrics' middleware, and
+    filter the request-error log (BentoML builds its middleware per worker, after importing
+    the service module, and imports the metrics middleware's class from its module then,
+    so patching at import time reaches every worker)."""
     traffic.TimeoutMiddleware.__call__ = _call
+    instruments.RunnerTrafficMetricsMiddleware = RouteLabelledTrafficMetrics
     if not any(isinstance(f, ClientErrorsInOneLine) for f in http_app.logger.filters):
         http_app.logger.addFilter(ClientErrorsInOneLine())

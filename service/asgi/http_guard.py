@@ -1,22 +1,30 @@
 """ASGI middleware in front of every route: a request-body size limit (BentoML 1.4 has
 none), one error shape, {"error", "field"}, for every 4xx answer whoever produced it
-(BentoML's validation errors carry "detail" lists; some of its errors are JSON lists), and
-GET for the read-only routes that BentoML serves as POST only."""
+(BentoML's validation errors carry "detail" lists; some of its errors are JSON lists), GET
+for the read-only routes that BentoML serves as POST only, and the one content type each
+route takes (JSON routes refuse the text/plain and form bodies that any web page can send
+across sites)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 Scope = dict[str, Any]
+# BentoML writes an upload to a temporary file named after it: a longer name fails there
+MAX_FILENAME_BYTES = 128
+_FILENAME = re.compile(r'filename\*?=("(?:[^"\\]|\\.)*"|[^;\r\n]*)')
 
 
-def _json_response(status: int, body: dict) -> tuple[dict, dict]:
+def json_response(status: int, body: dict, headers: Iterable[tuple[bytes, bytes]] = ()
+                  ) -> tuple[dict, dict]:
+    """The two ASGI messages of a JSON answer."""
     payload = json.dumps(body).encode()
     start = {"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(payload)).encode())]}
+                         (b"content-length", str(len(payload)).encode()), *headers]}
     return start, {"type": "http.response.body", "body": payload}
 
 
@@ -46,7 +54,7 @@ def normalise_error(body: Any) -> dict:
 class HttpGuard:
     def __init__(self, app: Any, max_body_bytes: int,
                  file_routes: dict[str, str] | None = None,
-                 get_aliases: Iterable[str] = ()) -> None:
+                 get_aliases: Iterable[str] = (), json_routes: Iterable[str] = ()) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         # route -> its file field: that field must be an uploaded file, never text (BentoML
@@ -54,6 +62,9 @@ class HttpGuard:
         self.file_routes = file_routes or {}
         # routes whose GET is the same as a POST with an empty JSON object
         self.get_aliases = frozenset(get_aliases)
+        # routes whose POST body must be application/json (415 otherwise); file routes
+        # take multipart/form-data only
+        self.json_routes = frozenset(json_routes)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -84,6 +95,12 @@ class HttpGuard:
                                field="content-type")
             return
         file_field = self.file_routes.get(scope.get("path", ""))
+        wanted = self._media_type(scope, file_field is not None)
+        if wanted is not None and content_type.split(b";")[0].strip() != wanted.encode():
+            got = content_type.split(b";")[0].strip().decode("latin1")[:100] or "none"
+            await self._reject(send, 415, f"content-type: send {wanted}, not {got}",
+                               field="content-type")
+            return
         if declared is None or file_field is not None:
             # read the body here (it is within the limit), check it, then hand it on whole
             body, more = b"", True
@@ -102,16 +119,21 @@ class HttpGuard:
                 problem = multipart_file_problem(headers.get(b"content-type", b""), body,
                                                  file_field)
                 if problem:
-                    start, rejected = _json_response(400, {"error": f"{file_field}: {problem}",
-                                                           "field": file_field})
-                    await send(start)
-                    await send(rejected)
+                    await self._reject(send, 400, f"{file_field}: {problem}", field=file_field)
                     return
             receive = _replay(body, receive)
         await self.app(scope, receive, self._normalising(send))
 
+    def _media_type(self, scope: Scope, file_route: bool) -> str | None:
+        """The content type this request's route takes; None: any."""
+        if scope["method"] != "POST":
+            return None
+        if file_route:
+            return "multipart/form-data"
+        return "application/json" if scope.get("path") in self.json_routes else None
+
     async def _reject(self, send: Any, status: int, message: str, field: str = "body") -> None:
-        start, body = _json_response(status, {"error": message, "field": field})
+        start, body = json_response(status, {"error": message, "field": field})
         await send(start)
         await send(body)
 
@@ -136,7 +158,7 @@ class HttpGuard:
                 body = json.loads(b"".join(state["chunks"]) or b"null")
             except ValueError:
                 body = {"error": b"".join(state["chunks"]).decode(errors="replace")}
-            start, rewritten = _json_response(state["start"]["status"], normalise_error(body))
+            start, rewritten = json_response(state["start"]["status"], normalise_error(body))
             extra = [(k, v) for k, v in state["start"].get("headers", [])
                      if k not in (b"content-type", b"content-length")]
             start["headers"] += extra
@@ -164,6 +186,10 @@ def multipart_file_problem(content_type: bytes, body: bytes, field: str) -> str 
         if "content-disposition" in head and f'name="{field}"' in head:
             if "filename=" not in head:
                 return "must be an uploaded file, not a text value"
+            for name in _FILENAME.finditer(head):
+                if len(name.group(1).strip('"')) > MAX_FILENAME_BYTES:
+                    return (f"the file's name is over {MAX_FILENAME_BYTES} bytes; upload it "
+                            "under a shorter name")
             found = True
     return None if found else f"no '{field}' file in the form"
 

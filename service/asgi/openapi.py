@@ -18,8 +18,10 @@ ERROR_SCHEMA = {
     "properties": {"error": {"type": "string", "description": "what is wrong, and the limit"},
                    "field": {"type": "string", "description": "the field at fault"}},
 }
-ERROR_STATUSES = {"400": "Bad input", "404": "Unknown model or job",
-                  "409": "Job not finished", "413": "Body over COUNTERFEIT_MAX_BODY_BYTES"}
+ERROR_STATUSES = {"400": "Bad input", "401": "Missing or wrong API key (COUNTERFEIT_API_KEY)",
+                  "404": "Unknown model or job", "409": "Job not finished",
+                  "413": "Body over COUNTERFEIT_MAX_BODY_BYTES",
+                  "415": "Body of another content type than the route takes"}
 IMAGE_ROUTES = ("/sample", "/interpolate")
 OWN_ROUTES = ("/sample", "/interpolate", "/score", "/models", "/jobs/submit", "/jobs/status",
               "/jobs/result")
@@ -37,6 +39,12 @@ INFO = {
         "The HTTP contract, the model card schema and the architecture are in the "
         "repository's `docs/` (http-api.md, model-card.md, architecture.md)."),
     "license": {"name": "MIT"},
+}
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "COUNTERFEIT_API_KEY, when the operator set one"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+               "description": "COUNTERFEIT_API_KEY, when the operator set one"},
 }
 TAG_DESCRIPTIONS = {
     "Service APIs": "Sample, interpolate, score, run batch jobs, list the models.",
@@ -78,6 +86,10 @@ def patch_spec(spec: dict[str, Any]) -> dict[str, Any]:
     schemas["Error"] = ERROR_SCHEMA
     for schema in schemas.values():
         _with_examples(schema)
+    # with COUNTERFEIT_API_KEY set every route but the health checks needs the key: Swagger
+    # UI's "Authorize" sends it (optional in the spec, since the key itself is optional)
+    spec["components"]["securitySchemes"] = SECURITY_SCHEMES
+    spec["security"] = [{}, *({name: []} for name in SECURITY_SCHEMES)]
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     paths = spec.get("paths", {})
     for route in OWN_ROUTES:

@@ -8,12 +8,14 @@ the seed contract (`Latent.sample`), a file's sha256 and the model-name rule.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -262,11 +264,20 @@ def parse_card(card: Any, where: str = CARD_FILE) -> ModelCard:
     return ModelCard(name, latent, image, networks, conditioning, card)
 
 
+def _read_regular_file(path: Path) -> bytes:
+    """A regular file's bytes; OSError for anything else (a directory, a symlink loop, a
+    FIFO: opened without blocking, where a plain read would wait for a writer for ever)."""
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return f.read()
+
+
 def read_card(folder: Path) -> ModelCard:
     """`folder/model.json`, validated; its name must be the folder's."""
     path = folder / CARD_FILE
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
+        raw = json.loads(_read_regular_file(path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise CardError(f"{path}: not a readable JSON model card ({reason})") from None
@@ -281,7 +292,8 @@ def verify_files(folder: Path, card: ModelCard) -> None:
     for network in card.networks.values():
         path = folder / network.file
         if not path.is_file():
-            raise CardError(f"{path}: missing (the card lists it)")
+            what = "not a regular file" if path.exists() else "missing"
+            raise CardError(f"{path}: {what} (the card lists it)")
         try:
             digest = sha256_file(path)
         except OSError as err:

@@ -7,6 +7,8 @@ import copy
 import hashlib
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +168,41 @@ def test_a_failed_replacement_leaves_the_old_folder_as_it_was(tmp_path: Path) ->
 def test_the_image_spec_of_gs_output() -> None:
     assert ImageSpec.of((1, 28, 28)).card_shape == (28, 28)
     assert ImageSpec.of((3, 32, 32)).card_shape == (3, 32, 32)
+
+
+def _not_a_regular_file(card: Path, kind: str) -> None:
+    if kind == "symlink loop":
+        card.symlink_to(card.name)
+    elif kind == "dangling symlink":
+        card.symlink_to("nowhere.json")
+    elif kind == "FIFO":
+        os.mkfifo(card)
+    elif kind == "folder":
+        card.mkdir()
+    else:
+        card.write_text(json.dumps(GOOD))
+        card.chmod(0)
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("symlink loop", "Too many levels of symbolic links"),
+    ("dangling symlink", "No such file or directory"),
+    ("FIFO", "not a regular file"),  # a plain read waits for a writer for ever
+    ("folder", "Is a directory"),
+    pytest.param("unreadable", "Permission denied", marks=pytest.mark.skipif(
+        os.geteuid() == 0, reason="root reads a file of mode 000")),
+])
+def test_a_card_that_is_not_a_readable_regular_file_is_refused_at_once(
+        tmp_path: Path, kind: str, reason: str) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    card = folder / "model.json"
+    _not_a_regular_file(card, kind)
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(read_card, folder)
+        if not wait([reading], timeout=5).done:
+            os.close(os.open(card, os.O_WRONLY | os.O_NONBLOCK))  # a writer: EOF unblocks it
+            pytest.fail(f"read_card blocked on a {kind}")
+    with pytest.raises(CardError) as err:
+        reading.result()
+    assert str(err.value) == f"{card}: not a readable JSON model card ({reason})"

@@ -17,9 +17,19 @@ import httpx
 import numpy as np
 import pytest
 
-from loadtests.server import REPO, free_port, serve_command, serve_env, serving
+from loadtests.server import (
+    REPO,
+    free_port,
+    log_tail,
+    serve_command,
+    serve_env,
+    serving,
+    stop,
+)
+from service.asgi.openapi import OWN_ROUTES
 from service.runtime import gpu_present, load_models
 from tests.jobs import wait_for_job
+from tests.model_damage import edit_card, free_card
 
 
 def test_concurrent_seeded_requests_metrics_and_a_job_across_a_restart(
@@ -77,23 +87,102 @@ def test_metrics_are_summed_over_two_workers(served_models: Path, tmp_path: Path
     assert all(line.endswith(" 1.0") for line in info)
 
 
+START_UP_TIMEOUT = 60  # a refused start-up takes seconds: only imports and model checks
+
+
 def _start_up_output(models: Path, state: Path, **settings: str) -> str:
-    """What a server that must refuse to start prints; it must also exit non-zero."""
-    proc = subprocess.run(serve_command(free_port()), cwd=REPO,
-                          env=serve_env(models, state, **settings), capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode != 0
-    return proc.stdout + proc.stderr
+    """What a server that must refuse to start prints. It must exit non-zero within
+    START_UP_TIMEOUT s, not hang, start anyway or restart a failing worker for ever."""
+    log = state / "start-up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(serve_command(free_port()), cwd=REPO,
+                                env=serve_env(models, state, **settings), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        proc.wait(START_UP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        stop(proc)  # with any worker it started
+        pytest.fail(f"the server neither stopped nor failed within {START_UP_TIMEOUT} s; "
+                    f"its output ends:\n{log_tail(log)}")
+    output = log.read_text(errors="replace")
+    assert proc.returncode != 0, output
+    return output
 
 
-def test_a_broken_model_stops_start_up_in_one_line_naming_the_file(served_models: Path,
-                                                                   tmp_path: Path) -> None:
+def _the_one_line(output: str) -> str:
+    """The one line that says why the server did not start (and no traceback)."""
+    lines = [line for line in output.splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and "Traceback" not in output, output
+    return lines[0]
+
+
+
+
+BROKEN_MODELS = {  # what is broken: (how, what the line says)
+    "truncated network": (lambda m: (m / "rgb" / "discriminator.onnx").write_bytes(b"trunc"),
+                          "rgb/discriminator.onnx: sha256"),
+    "latent null": (lambda m: edit_card(m / "tiny", latent=None),
+                    "tiny/model.json: 'latent' must be an object"),
+    "image a list": (lambda m: edit_card(m / "tiny", image=[28, 28]),
+                     "tiny/model.json: 'image' must be an object"),
+    "card not UTF-8": (lambda m: (m / "tiny" / "model.json").write_bytes(b'{"name": "\xff"}'),
+                       "tiny/model.json: not a readable JSON model card ('utf-8' codec"),
+    "bounds 1e308": (lambda m: edit_card(m / "tiny", latent={
+                         "dim": 100, "distribution": "uniform", "low": -1e308, "high": 1e308}),
+                     "tiny/model.json: a uniform latent needs finite numbers low < high"),
+    "card a symlink loop": (lambda m: free_card(m / "tiny").symlink_to("model.json"),
+                            "tiny/model.json: not a readable JSON model card (Too many levels"),
+    "card a dangling symlink": (lambda m: free_card(m / "tiny").symlink_to("gone.json"),
+                                "tiny/model.json: not a readable JSON model card (No such"),
+    "card a FIFO": (lambda m: os.mkfifo(free_card(m / "tiny")),  # read_card blocked for ever
+                    "tiny/model.json: not a readable JSON model card (not a regular file)"),
+    "card a folder": (lambda m: free_card(m / "tiny").mkdir(),
+                      "tiny/model.json: not a readable JSON model card (Is a directory)"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_MODELS.values(), ids=BROKEN_MODELS.keys())
+def test_a_broken_model_stops_start_up_in_one_line_naming_the_file(
+        served_models: Path, tmp_path: Path, broken) -> None:
+    damage, message = broken
     models = tmp_path / "models"
     shutil.copytree(served_models, models)
-    (models / "rgb" / "discriminator.onnx").write_bytes(b"truncated")
-    output = _start_up_output(models, tmp_path)
-    assert "rgb/discriminator.onnx: sha256" in output
-    assert "Traceback" not in output
+    damage(models)
+    assert message in _the_one_line(_start_up_output(models, tmp_path))
+
+
+@pytest.mark.parametrize(("jobs_dir", "reason"), [("file", "not a folder"),
+                                                  ("file/jobs", "Not a directory")])
+def test_an_unusable_jobs_folder_stops_start_up_in_one_line(
+        served_models: Path, tmp_path: Path, jobs_dir: str, reason: str) -> None:
+    """It used to fail only in the worker's __init__, which BentoML restarts for ever."""
+    (tmp_path / "file").write_text("")
+    output = _start_up_output(served_models, tmp_path,
+                              COUNTERFEIT_JOBS_DIR=str(tmp_path / jobs_dir))
+    line = _the_one_line(output)
+    assert f"COUNTERFEIT_JOBS_DIR: {tmp_path / jobs_dir}: " in line and reason in line
+
+
+def test_job_state_files_that_are_not_job_states_are_skipped_with_one_line_each(
+        served_models: Path, tmp_path: Path) -> None:
+    """A truncated or non-object state file used to crash every worker's __init__, which
+    BentoML restarts for ever: the service never became ready."""
+    broken = {"a" * 32: '{"job_id": "aaaa", "state": "runn', "b" * 32: "[1, 2]"}
+    (tmp_path / "jobs").mkdir()
+    for job_id, text in broken.items():
+        (tmp_path / "jobs" / f"{job_id}.json").write_text(text)
+    with serving(served_models, tmp_path, COUNTERFEIT_DEFAULT_MODEL="tiny") as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        answers = [client.post("/jobs/status", json={"job_id": job_id}) for job_id in broken]
+        job = client.post("/jobs/submit", json={"n": 10, "seed": 1}).json()
+        assert wait_for_job(client, job["job_id"])["state"] == "completed"
+        metrics = client.get("/metrics").text
+    log = server.log.read_text()
+    for job_id, answer in zip(broken, answers, strict=True):
+        assert answer.status_code == 404 and "state file is unreadable" in answer.text
+        assert sum(f"{job_id}.json" in line for line in log.splitlines()) == 1, log
+    assert "Traceback" not in log
+    assert 'counterfeit_jobs{state="completed"} 1.0' in metrics
 
 
 @pytest.mark.parametrize(("setting", "message"), [
@@ -146,3 +235,27 @@ def test_schemathesis_finds_no_server_error_and_no_schema_lie(served_models: Pat
     counts = re.search(r"(\d+) generated, (\d+) passed", proc.stdout)
     assert counts and int(counts.group(1)) > 100 and counts.group(1) == counts.group(2)
     print(f"schemathesis: {counts.group(0)}")  # the count docs/reliability.md reports
+
+
+def test_unknown_paths_share_one_metrics_label(served_models: Path, tmp_path: Path) -> None:
+    """BentoML labelled its request metrics with the raw path: each distinct unknown path
+    became time series of its own (10,000 of them: /metrics 38 MiB, the worker +340 MiB).
+    Now /metrics does not grow with the number of distinct paths."""
+    with serving(served_models, tmp_path, COUNTERFEIT_DEFAULT_MODEL="tiny") as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/sample", json={"n": 1}).status_code == 200
+        sizes = []
+        for start, stop in ((0, 1000), (1000, 3000)):
+            codes = {client.get(f"/no-such-path-{i}").status_code for i in range(start, stop)}
+            assert codes == {404}
+            metrics = client.get("/metrics").content
+            sizes.append(len(metrics))
+    print(f"/metrics after 1,000 and 3,000 unknown paths: {sizes} bytes")
+    assert sizes[1] < 1 << 20 and sizes[1] - sizes[0] < 1024  # a few digits more, no series
+    counts = {}  # (endpoint, status) -> requests
+    for line in metrics.decode().splitlines():
+        if line.startswith("bentoml_service_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            counts[labels["endpoint"], labels["http_response_code"]] = float(line.split()[-1])
+    assert counts["/{unmatched}", "404"] == 3000 and counts["/sample", "200"] == 1
+    assert {endpoint for endpoint, _ in counts} <= {*OWN_ROUTES, "/readyz", "/{unmatched}"}

@@ -4,7 +4,9 @@ leak, and its request-error log in one line."""
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
 from service.asgi.bentoml_fixes import install
@@ -17,6 +19,20 @@ async def _receive() -> dict:
 async def _ok(scope: dict, receive, send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _sent_by(app, timeout: float) -> list[dict]:
+    """What one request through the timeout middleware over `app` sends."""
+    async def serve_one() -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await TimeoutMiddleware(app, timeout=timeout)({"type": "http"}, _receive, send)
+        return sent
+
+    return asyncio.run(serve_one())
 
 
 def test_no_timer_outlives_its_request() -> None:
@@ -45,16 +61,7 @@ def test_a_request_past_the_timeout_still_gets_a_504() -> None:
     async def hang(scope: dict, receive, send) -> None:
         await asyncio.Event().wait()
 
-    async def serve_one() -> list[dict]:
-        sent: list[dict] = []
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        await TimeoutMiddleware(hang, timeout=0.05)({"type": "http"}, _receive, send)
-        return sent
-
-    sent = asyncio.run(serve_one())
+    sent = _sent_by(hang, timeout=0.05)
     assert sent[0]["status"] == 504 and b"0.05 seconds" in sent[1]["body"]
 
 
@@ -87,3 +94,92 @@ def test_a_refused_request_is_logged_in_one_line_and_a_fault_keeps_its_traceback
     assert refused.levelno == logging.INFO and refused.exc_info is None
     assert "answered 4xx: 1 validation error" in refused.getMessage()
     assert fault.levelno == logging.ERROR and fault.exc_info[0] is ZeroDivisionError
+
+
+def test_an_app_that_raises_before_sending_is_answered_at_once() -> None:
+    """The exception reaches the server at once (it answers 500 and logs it), instead of
+    the connection hanging for the whole timeout (BentoML's middleware and ours before:
+    300 s, then a bare 500 and no log line)."""
+    install()
+
+    async def broken(scope: dict, receive, send) -> None:
+        raise ZeroDivisionError("a fault before the response")
+
+    async def serve_one() -> tuple[list, list, float]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ZeroDivisionError, match="a fault before the response"):
+            await asyncio.wait_for(
+                TimeoutMiddleware(broken, timeout=300)({"type": "http"}, _receive, send), 5)
+        return sent, [h for h in loop._scheduled if not h.cancelled()], loop.time() - started
+
+    sent, pending, seconds = asyncio.run(serve_one())
+    assert seconds < 1 and sent == [] and pending == []
+
+
+def test_the_server_answers_500_at_once_when_a_middleware_raises() -> None:
+    """Through starlette, as in the service: its error middleware answers 500."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.testclient import TestClient
+
+    install()
+
+    class Broken:
+        def __init__(self, app) -> None:
+            self.app = app
+
+        async def __call__(self, scope: dict, receive, send) -> None:
+            if scope["type"] == "http":
+                raise ZeroDivisionError("a middleware fault")
+            await self.app(scope, receive, send)
+
+    app = Starlette(middleware=[Middleware(TimeoutMiddleware, timeout=3), Middleware(Broken)])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        started = time.monotonic()
+        answer = client.get("/sample")
+        seconds = time.monotonic() - started
+    assert answer.status_code == 500 and seconds < 1  # before: 3 s (the timeout), then 500
+
+
+def test_a_streamed_response_is_not_cut_off_after_its_start() -> None:
+    install()
+
+    async def slow_body(scope: dict, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.1)  # past the timeout, but the response has started
+        await send({"type": "http.response.body", "body": b"late"})
+
+    sent = _sent_by(slow_body, timeout=0.05)
+    assert [m.get("status", m.get("body")) for m in sent] == [200, b"late"]
+
+
+def test_requests_are_labelled_by_the_route_they_match_never_by_their_path() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from service.asgi.bentoml_fixes import UNMATCHED, route_label
+
+    def endpoint(request):
+        return PlainTextResponse("")
+
+    app = Starlette(routes=[Route("/sample", endpoint, methods=["POST"]),
+                            Route("/", endpoint), Mount("/static_content", routes=[])])
+
+    def label(method: str, path: str) -> str:
+        return route_label({"type": "http", "method": method, "path": path, "root_path": "",
+                            "app": app})
+
+    assert label("POST", "/sample") == "/sample"
+    assert label("GET", "/sample") == "/sample"  # a 405 of a known route keeps its route
+    assert label("GET", "/") == "/"
+    assert label("GET", "/static_content/x-1.css") == "/static_content/{path}"
+    assert {label("GET", f"/no-such-path-{i}") for i in range(100)} == {UNMATCHED}
+    assert label("POST", "/sample/") == UNMATCHED
+    assert route_label({"type": "http", "method": "GET", "path": "/sample"}) == UNMATCHED

@@ -178,7 +178,8 @@ HOSTILE = {
     "interpolate method": ("/interpolate", {"json": {"seed_start": 1, "seed_end": 2,
                                                      "method": "cubic"}}, 400, "method", "slerp"),
     # uploads: empty, truncated, not an image, wrong PNG, bombs, hostile .npy
-    "score no file": ("/score", {"data": {"model": "tiny"}}, 400, "file", "upload"),
+    "score no file": ("/score", {"files": {"model": (None, "tiny")}}, 400, "file",
+                      "no 'file' file"),
     "score empty": _upload(b"") + (400, "file", "empty"),
     "score text": _upload(b"hello") + (400, "file", "upload a .npy array or a PNG"),
     "score jpeg": _upload(b"\xff\xd8\xff\xe0" + b"\0" * 100) + (400, "file", "PNG"),
@@ -214,6 +215,8 @@ HOSTILE = {
     "score png bomb": _upload(_png_bomb(100_000, 100_000)) + (400, "file", "PNG"),
     "score png tall bomb": _upload(_png_bomb(28, 5000)) + (400, "file", "28x5000"),
     "score png truncated": _upload(_png((28, 28))[:40]) + (400, "file", "PNG"),
+    "score filename 300 chars": ("/score", {"files": {"file": ("a" * 300 + ".npy", b"x")}},
+                                 400, "file", "128"),
     # jobs: bad bodies at submit, unknown and path-like ids
     "job n=0": ("/jobs/submit", {"json": {"n": 0}}, 400, "n", "greater than or equal to 1"),
     "job n too big": ("/jobs/submit", {"json": {"n": 100_001}}, 400, "n", "100000"),
@@ -306,8 +309,8 @@ class _Explode:
 def test_text_in_the_file_field_is_never_fetched(client) -> None:
     r = client.post("/score", files={"file": (None, "http://127.0.0.1:9/x")})
     assert r.status_code == 400 and "not a text value" in r.json()["error"]
-    r = client.post("/score", data={"file": "http://127.0.0.1:9/x"})
-    assert r.status_code == 400 and r.json()["field"] == "file"
+    r = client.post("/score", data={"file": "http://127.0.0.1:9/x"})  # form-encoded
+    assert r.status_code == 415 and r.json()["field"] == "content-type"
 
 
 def test_oversized_body_is_413_before_it_is_read(client) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from service.errors import RequestError
-from service.jobs import JobRunner, JobStore
+from service.jobs import JobRunner, JobsFolderError, JobStore
+from service.settings import Settings
+from service.startup import check_or_exit
 
 
 def test_a_job_cut_off_by_a_restart_is_reported_failed(tmp_path: Path) -> None:
@@ -56,3 +60,44 @@ def test_progress_is_recorded_chunk_by_chunk(tmp_path: Path, runtime_models: dic
     job_id = store.create(10, 0, "tiny")["job_id"]
     JobRunner(store, generate, chunk=4)._run(job_id, runtime_models["tiny"], 10, 0)
     assert seen == [0, 4, 8] and store.status(job_id)["done"] == 10
+
+
+def test_a_file_that_is_not_a_job_state_is_skipped_with_one_warning(tmp_path: Path,
+                                                                     caplog) -> None:
+    """A truncated or non-object state file used to crash mark_interrupted and counts, so
+    the worker's __init__, which BentoML restarts for ever."""
+    store = JobStore(tmp_path)
+    live = store.create(10, 1, "m")["job_id"]
+    bad = {"a" * 32: b'{"job_id": "aaaa", "state": "runn', "b" * 32: b"[1, 2]",
+           "c" * 32: b"null", "d" * 32: b'{"state": "running"}',
+           "e" * 32: b'{"state": "x", "n": 1, "done": 0}', "f" * 32: b"\xff\xfe"}
+    for job_id, content in bad.items():
+        (tmp_path / f"{job_id}.json").write_bytes(content)
+    (tmp_path / f"{'0' * 32}.json").mkdir()
+    os.mkfifo(tmp_path / f"{'1' * 32}.json")  # reading it would block for ever
+    (tmp_path / "notes.json").write_text("{}")
+    skipped = [*bad, "0" * 32, "1" * 32, "notes"]
+    with caplog.at_level(logging.WARNING, logger="counterfeit"):
+        assert store.mark_interrupted() == 1
+        assert store.counts() == {"queued": 0, "running": 0, "completed": 0, "failed": 1}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == len(skipped)  # one each, from mark_interrupted; none from counts
+    for name, message in zip(sorted(skipped), warnings, strict=True):
+        assert f"skipped {tmp_path / name}.json: " in message
+    assert store.status(live)["state"] == "failed"
+    for job_id in [*bad, "0" * 32, "1" * 32]:
+        with pytest.raises(RequestError, match="state file is unreadable") as err:
+            store.status(job_id)
+        assert err.value.status == 404
+
+
+@pytest.mark.parametrize(("where", "reason"), [("file", "not a folder"),
+                                               ("file/jobs", "Not a directory")])
+def test_a_jobs_folder_that_cannot_be_made_stops_start_up_naming_it(tmp_path: Path, where: str,
+                                                                    reason: str) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(JobsFolderError, match=f"{tmp_path / where}: .*{reason}"):
+        JobStore(tmp_path / where)
+    settings = Settings(jobs_dir=tmp_path / where, models_dir=tmp_path / "no-models")
+    with pytest.raises(SystemExit, match=f"cannot start: COUNTERFEIT_JOBS_DIR: {tmp_path}"):
+        check_or_exit(settings)

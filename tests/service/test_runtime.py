@@ -11,6 +11,7 @@ import pytest
 
 from service.contract.card import CardError
 from service.runtime import DeviceError, choose_providers, gpu_present, load_models
+from tests.model_damage import edit_card, free_card
 from tests.service.synthetic_models import build_model
 
 
@@ -40,9 +41,11 @@ def _corrupt(models: Path, name: str) -> None:
     (models / "tiny" / name).write_bytes(bytes(raw))
 
 
-def _edit_card(models: Path, **changes: object) -> None:
-    path = models / "tiny" / "model.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _replace_network(models: Path) -> Path:
+    (models / "tiny" / "generator.onnx").unlink()
+    return models / "tiny" / "generator.onnx"
 
 
 @pytest.mark.parametrize(("damage", "message"), [
@@ -52,11 +55,21 @@ def _edit_card(models: Path, **changes: object) -> None:
     (lambda m: (m / "tiny" / "model.json").write_text("{not json"), "model.json: not a readable"),
     (lambda m: (m / "tiny" / "model.json").write_bytes(b'{"name": "\xff"}'),
      "model.json: not a readable"),
-    (lambda m: _edit_card(m, latent=None), "'latent' must be an object"),
-    (lambda m: _edit_card(m, image={"shape": [28]}), r"image.shape must be \[height, width\]"),
-    (lambda m: _edit_card(m, latent={"dim": 100, "distribution": "uniform", "low": -1e308,
-                                     "high": 1e308}), "finite numbers low < high within"),
-    (lambda m: _edit_card(m, name="other"), "is not the folder's name"),
+    (lambda m: edit_card(m / "tiny", latent=None), "'latent' must be an object"),
+    (lambda m: edit_card(m / "tiny", image={"shape": [28]}),
+     r"image.shape must be \[height, width\]"),
+    (lambda m: edit_card(m / "tiny", latent={"dim": 100, "distribution": "uniform",
+                                             "low": -1e308, "high": 1e308}),
+     "finite numbers low < high within"),
+    (lambda m: edit_card(m / "tiny", name="other"), "is not the folder's name"),
+    # a folder whose model.json is not a regular file is a broken model, not skipped
+    (lambda m: free_card(m / "tiny").symlink_to("model.json"), "model.json: not a readable JSON "
+     r"model card \(Too many levels of symbolic links\)"),
+    (lambda m: free_card(m / "tiny").symlink_to("gone.json"), r"model.json: .*\(No such file"),
+    (lambda m: free_card(m / "tiny").mkdir(), r"model.json: .*\(Is a directory\)"),
+    (lambda m: _replace_network(m).symlink_to("gone.onnx"),
+     r"generator.onnx: missing \(the card lists it\)"),
+    (lambda m: _replace_network(m).mkdir(), r"generator.onnx: not a regular file"),
 ])
 def test_a_damaged_model_stops_loading_naming_the_file(models_copy: Path, damage,
                                                        message: str) -> None:
