@@ -26,6 +26,7 @@ JSON = {"content-type": "application/json"}
 # the served model's image shape: every answer is checked against it
 SHAPE = read_card(Path(__file__).resolve().parent.parent / "models" / "mnist-mlp").image \
     .card_shape
+CONDITIONAL = Path(__file__).resolve().parent.parent / "models" / "mnist-conditional"
 
 
 def _npy(response, expected_shape: tuple[int, ...]) -> None:
@@ -38,13 +39,33 @@ def _npy(response, expected_shape: tuple[int, ...]) -> None:
         response.failure(f"got shape {array.shape}, range [{array.min()}, {array.max()}]")
 
 
-def _sample_npy(client, n: int) -> None:
-    with client.post("/sample", json={"n": n, "format": "npy", "seed": random.randrange(2**31)},
-                     headers=JSON, name=f"/sample n={n} npy", catch_response=True) as r:
+def _post_npy(client, route: str, body: dict, name: str, rows: int) -> None:
+    """POST a JSON body that asks for .npy images; a failure unless 200 with `rows` images."""
+    with client.post(route, json=body, headers=JSON, name=name, catch_response=True) as r:
         if r.status_code != 200:
-            r.failure(f"status {r.status_code}")
+            r.failure(f"status {r.status_code}: {r.text[:200]}")
         else:
-            _npy(r, (n, *SHAPE))
+            _npy(r, (rows, *SHAPE))
+
+
+def _sample_npy(client, n: int) -> None:
+    _post_npy(client, "/sample", {"n": n, "format": "npy", "seed": random.randrange(2**31)},
+              f"/sample n={n} npy", n)
+
+
+if CONDITIONAL.is_dir():  # where the conditional model is served, the mixed profile asks it
+    class LabelledSampleUser(HttpUser):
+        """Someone asking the conditional model for digits of one class (§7.1): n=16 .npy of a
+        random label. Runs when models/mnist-conditional is served (profile `labelled`)."""
+
+        weight = 2
+        wait_time = between(0.2, 1)
+
+        @task
+        def digits(self) -> None:
+            body = {"n": 16, "seed": random.randrange(2**31), "format": "npy",
+                    "model": CONDITIONAL.name, "label": random.randrange(10)}
+            _post_npy(self.client, "/sample", body, "/sample n=16 npy labelled", 16)
 
 
 class PersonAskingForAGrid(HttpUser):
@@ -93,12 +114,7 @@ class Interpolator(HttpUser):
     def walk(self) -> None:
         body = {"seed_start": random.randrange(2**31), "seed_end": random.randrange(2**31),
                 "steps": 10, "method": "slerp", "format": "npy"}
-        with self.client.post("/interpolate", json=body, headers=JSON,
-                              name="/interpolate n=10 npy", catch_response=True) as r:
-            if r.status_code != 200:
-                r.failure(f"status {r.status_code}")
-            else:
-                _npy(r, (10, *SHAPE))
+        _post_npy(self.client, "/interpolate", body, "/interpolate n=10 npy", 10)
 
 
 class Scorer(HttpUser):
@@ -122,7 +138,8 @@ class Scorer(HttpUser):
 
 
 class BatchJobUser(HttpUser):
-    """Submits a 5,000-image job, polls it, fetches the .npz."""
+    """Submits a 5,000-image job, polls it, fetches the .npy; cancels one job in four
+    while it runs instead."""
 
     weight = 1
     wait_time = between(2, 5)
@@ -135,6 +152,13 @@ class BatchJobUser(HttpUser):
                 r.failure(f"status {r.status_code}")
                 return
             job = {"job_id": r.json()["job_id"]}
+        if random.random() < 0.25:
+            with self.client.post("/jobs/cancel", json=job, headers=JSON, name="/jobs/cancel",
+                                  catch_response=True) as r:
+                # 409: it finished first, which a short job may
+                if r.status_code not in (200, 409):
+                    r.failure(f"status {r.status_code}")
+            return
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             state = self.client.post("/jobs/status", json=job, headers=JSON,
@@ -145,9 +169,9 @@ class BatchJobUser(HttpUser):
         with self.client.post("/jobs/result", json=job, headers=JSON, name="/jobs/result",
                               catch_response=True) as r:
             try:
-                images = np.load(io.BytesIO(r.content))["images"]
+                images = np.load(io.BytesIO(r.content))
             except Exception as err:  # any unreadable answer is a failure of the service
-                r.failure(f"status {r.status_code}, not an .npz: {err}")
+                r.failure(f"status {r.status_code}, not an .npy: {err}")
                 return
             if images.shape != (5000, *SHAPE) or images.dtype != np.uint8:
                 r.failure(f"images {images.shape} {images.dtype}")

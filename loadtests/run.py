@@ -28,6 +28,7 @@ PROFILES = {
     "interpolate": ["Interpolator"],
     "score": ["Scorer"],
     "jobs": ["BatchJobUser"],
+    "labelled": ["LabelledSampleUser"],  # needs models/mnist-conditional
 }
 
 

@@ -70,24 +70,41 @@ def log_tail(log: Path | None) -> str:
         return f.read().decode("utf-8", "replace")
 
 
+def wait_for(ready: Callable[[], bool], what: str, proc: subprocess.Popen | None = None,
+             log: Path | None = None, timeout: float = READY_TIMEOUT) -> None:
+    """Return once `ready()` is true. RuntimeError, with the log's tail, when `proc` exits
+    first (a server that cannot start says why there) or after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before it was ready; its "
+                               f"log ends:\n{log_tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready within {timeout:.0f} s; its log "
+                               f"ends:\n{log_tail(log)}")
+        time.sleep(0.1)
+
+
 def wait_ready(url: str, proc: subprocess.Popen | None = None, log: Path | None = None,
                timeout: float = READY_TIMEOUT, ready_path: str = "/readyz") -> None:
-    """Return once GET url + ready_path answers 200. RuntimeError, with the log's tail, when
-    `proc` exits first (a server that cannot start says why there) or after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server at {url} exited ({proc.returncode}) before it "
-                               f"was ready; its log ends:\n{log_tail(log)}")
+    """Return once GET url + ready_path answers 200 (see wait_for)."""
+    def answers() -> bool:
         try:
-            if httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server at {url} was not ready within {timeout:.0f} s; "
-                               f"its log ends:\n{log_tail(log)}")
-        time.sleep(0.1)
+            return False
+    wait_for(answers, f"the server at {url}", proc, log, timeout)
+
+
+def accepts_connections(port: int) -> Callable[[], bool]:
+    """A readiness check for a TCP server on 127.0.0.1:port (Redis, PostgreSQL, ...)."""
+    def check() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    return check
 
 
 def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
@@ -106,12 +123,28 @@ def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
         proc.kill()
         proc.wait()
     _, alive = psutil.wait_procs(children, timeout=timeout)
-    for child in alive:
+    _kill(alive)
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process (those already gone are skipped) and reap them."""
+    for p in processes:
         try:
-            child.kill()
+            p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    psutil.wait_procs(processes, timeout=10)
+
+
+def kill_hard(pid: int) -> None:
+    """SIGKILL a server and every process under it at once, as a power cut or the OOM
+    killer would: nothing gets to clean up."""
+    try:
+        parent = psutil.Process(pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    _kill(family)
 
 
 @contextmanager
@@ -121,11 +154,20 @@ def running(command: list[str], url: str, log: Path, env: dict[str, str] | None 
     """Any HTTP server that answers 200 at `ready_path` once ready: `command` started in
     REPO, its output in `log` (a file, not a pipe: a full pipe nobody reads would block the
     server), ready at `url` on entry, stopped with all its children on exit."""
+    with started(command, log, env, preexec_fn) as proc:
+        wait_ready(url, proc, log, timeout, ready_path)
+        yield proc
+
+
+@contextmanager
+def started(command: list[str], log: Path, env: dict[str, str] | None = None,
+            preexec_fn: Callable[[], None] | None = None) -> Iterator[subprocess.Popen]:
+    """`command` started in REPO with its output in `log` (a file, not a pipe: a full pipe
+    nobody reads would block it), stopped with all its children on exit."""
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     try:
-        wait_ready(url, proc, log, timeout, ready_path)
         yield proc
     finally:
         stop(proc)

@@ -2,6 +2,9 @@
 onnxruntime call. A request's latents are fixed before it is queued (the seed contract),
 and G maps each row independently, so batching never changes what a request gets.
 
+A request whose client has gone while it waited in the queue is dropped when its batch
+runs (ClientGone, service/asgi/load_shedding.py): its rows are never computed.
+
 BentoML's own batcher (`batchable=True`) was not used: it takes one array per call (a
 JSON `/sample` body is not one), answers 503 when it expects to miss its latency budget,
 and its internal client failed under load on these machines (shared/notes).
@@ -17,6 +20,10 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from service.asgi.load_shedding import Client, ClientGone, current_client, lower_thread_priority
+
+Item = tuple[np.ndarray, Future, Client | None]  # rows, their answer, whose request
+
 
 class MicroBatcher:
     """One worker thread: take the first waiting request, then whatever else arrives within
@@ -30,17 +37,18 @@ class MicroBatcher:
             raise ValueError("need max_rows >= 1 and max_wait_s >= 0")
         self.fn, self.max_rows, self.max_wait_s = fn, max_rows, max_wait_s
         self.on_batch = on_batch
-        self._queue: queue.Queue[tuple[np.ndarray, Future]] = queue.Queue()
-        self._carry: tuple[np.ndarray, Future] | None = None  # opens the next batch
+        self._queue: queue.Queue[Item] = queue.Queue()
+        self._carry: Item | None = None  # opens the next batch
         self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._worker.start()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         future: Future = Future()
-        self._queue.put((x, future))
+        self._queue.put((x, future, current_client()))
         return future.result()
 
     def _run(self) -> None:
+        lower_thread_priority()  # like the request threads: the event loop comes first
         while True:
             batch = [self._carry or self._queue.get()]
             self._carry = None
@@ -60,17 +68,23 @@ class MicroBatcher:
                 rows += len(item[0])
             self._execute(batch)
 
-    def _execute(self, batch: list[tuple[np.ndarray, Future]]) -> None:
+    def _execute(self, batch: list[Item]) -> None:
+        for _, future, client in batch:
+            if client is not None and client.drop_if_gone():
+                future.set_exception(ClientGone())
+        batch = [item for item in batch if not item[1].done()]
+        if not batch:
+            return
         started = time.perf_counter()
         try:
-            out = self.fn(np.concatenate([x for x, _ in batch]))
+            out = self.fn(np.concatenate([x for x, _, _ in batch]))
         except Exception as err:  # every waiting request learns of it, the worker lives on
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.set_exception(err)
             return
         if self.on_batch is not None:
-            self.on_batch(sum(len(x) for x, _ in batch), time.perf_counter() - started)
+            self.on_batch(sum(len(x) for x, _, _ in batch), time.perf_counter() - started)
         start = 0
-        for x, future in batch:
+        for x, future, _ in batch:
             future.set_result(out[start:start + len(x)])
             start += len(x)

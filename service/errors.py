@@ -13,9 +13,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RequestError(ValueError):
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
+    def __init__(self, field: str, message: str, status: int = 400,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.field, self.message, self.status = field, message, status
+        # seconds, for a refusal that passes (429, 503, 507): sent as Retry-After
+        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
 
     def body(self) -> dict[str, str]:
         return {"error": f"{self.field}: {self.message}", "field": self.field}
@@ -31,6 +34,6 @@ def answers_request_errors(route: F) -> F:
             return route(*args, **kwargs)
         except RequestError as err:
             kwargs["ctx"].response.status_code = err.status
-            return JSONResponse(err.body(), status_code=err.status)
+            return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     return wrapper  # type: ignore[return-value]

@@ -19,5 +19,15 @@ DISCRIMINATOR_SCORE = Histogram("counterfeit_discriminator_score", "D(x) of scor
                                 ["model"], buckets=tuple(i / 10 for i in range(1, 11)))
 MODEL_INFO = Gauge("counterfeit_model_info", "Loaded models", ["model", "provider", "sha256"],
                    multiprocess_mode="max")
-JOBS = Gauge("counterfeit_jobs", "Batch-generation jobs by state", ["state"],
-             multiprocess_mode="livemax")
+JOBS = Gauge("counterfeit_jobs", "Batch-generation jobs queued or running", ["state"],
+             multiprocess_mode="livemax")  # every worker counts the same shared folder
+JOBS_FINISHED = Counter("counterfeit_jobs_finished", "Jobs finished, by how",
+                        ["state"])  # completed, failed, canceled
+# overload (service/asgi/load_shedding.py): requests refused at once, requests being
+# processed, and requests whose client left before its answer
+REQUESTS_SHED = Counter("counterfeit_requests_shed", "Requests answered 503 because the "
+                        "worker had COUNTERFEIT_MAX_IN_FLIGHT requests in flight")
+REQUESTS_IN_FLIGHT = Gauge("counterfeit_requests_in_flight", "Requests being processed",
+                           multiprocess_mode="livesum")
+REQUESTS_ABANDONED = Counter("counterfeit_requests_abandoned", "Requests whose client left "
+                             "before its answer; work: skipped (never run) or done", ["work"])

@@ -172,3 +172,9 @@ def load_models(models_dir: Path, device: str = "auto", threads: int = 1) -> dic
     for m in models.values():
         log.info("loaded %s (%s) on %s", m.name, m.card.version, m.provider)
     return models
+
+
+def default_model(models: dict[str, Model]) -> str:
+    """The model of requests that name none: the first by name that needs no label, so
+    that a request without `model` works without one too; else the first by name."""
+    return min(models, key=lambda name: (models[name].card.conditioning is not None, name))

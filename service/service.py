@@ -13,20 +13,22 @@ import bentoml
 import numpy as np
 from bentoml.validators import ContentType
 from pydantic import Field
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 
 from service import metrics
-from service.asgi import bentoml_fixes
+from service.asgi import bentoml_fixes, connections
 from service.asgi.access import AccessGuard
 from service.asgi.http_guard import HttpGuard
+from service.asgi.load_shedding import LoadShedder
 from service.asgi.openapi import ApiDocs
 from service.batcher import MicroBatcher
 from service.contract.card import MAX_CLASSES, SEED_MAX, random_seed
 from service.contract.latent_paths import lerp, slerp
 from service.errors import RequestError, answers_request_errors
 from service.images import decode_upload, encode_npy, encode_png_grid
-from service.jobs import JobRunner, JobStore
-from service.runtime import Model, load_models, threads_per_worker
+from service.jobs import JobLimits, JobRunner, JobStore
+from service.jobs.store import FINISHED_STATES, LIVE_STATES
+from service.runtime import Model, default_model, load_models, threads_per_worker
 from service.startup import check_or_exit, settings_or_exit
 from service.validation import labels, latent_end, within_memory
 
@@ -62,6 +64,7 @@ JobId = Annotated[str, Field(description="The job_id that /jobs/submit returned.
 log = logging.getLogger("counterfeit")
 check_or_exit(SETTINGS)
 bentoml_fixes.install()
+connections.install(SETTINGS)  # request heads: size, time; idle and too many connections
 
 
 def _observer(model: Model, network: str):
@@ -90,17 +93,18 @@ class Counterfeit:
     def __init__(self) -> None:
         s = SETTINGS
         self.models = load_models(s.models_dir, s.device, threads_per_worker(s.workers))
-        self.default = s.default_model or sorted(self.models)[0]
+        self.default = s.default_model or default_model(self.models)
         for m in self.models.values():
             metrics.MODEL_INFO.labels(m.name, m.provider, m.card.generator.sha256).set(1)
-        store = JobStore(s.jobs_dir)
-        interrupted = store.mark_interrupted()
-        if interrupted:
-            log.warning("%d job(s) were cut off by a restart and are marked failed",
-                        interrupted)
-        self.jobs = JobRunner(store, lambda m, z: self._generate(m, z, "jobs"),
-                              workers=s.job_workers, on_change=self._count_jobs)
-        self._count_jobs()
+        limits = JobLimits(max_queued=s.max_queued_jobs, max_bytes=s.jobs_max_bytes,
+                           retention_s=s.job_retention_hours * 3600,
+                           lease_s=s.job_lease_seconds)
+        self.jobs = JobRunner(JobStore(s.jobs_dir), self.models,
+                              lambda m, z, c: self._generate(m, z, "jobs", c), limits,
+                              queue_url=s.queue_url, workers=s.job_workers,
+                              on_change=self._job_changed)
+        self.jobs.start()
+        self._job_changed("started")
         # one batcher per (model, network): concurrent requests share onnxruntime calls
         self.batchers = {
             (name, network): MicroBatcher(fn, s.batch_max_rows, s.batch_wait_ms / 1e3,
@@ -112,6 +116,10 @@ class Counterfeit:
 
     def __is_ready__(self) -> bool:
         return bool(self.models)
+
+    @bentoml.on_shutdown
+    def _stop_jobs(self) -> None:
+        self.jobs.stop()  # jobs in progress go back to the queue, resumed where they were
 
     def _model(self, name: str | None) -> Model:
         if name is None:
@@ -137,9 +145,17 @@ class Counterfeit:
         _observer(model, network)(len(x), time.perf_counter() - started)
         return out
 
-    def _count_jobs(self) -> None:
-        for state, count in self.jobs.store.counts().items():
-            metrics.JOBS.labels(state).set(count)
+    def _job_changed(self, state: str) -> None:
+        if state in FINISHED_STATES:
+            metrics.JOBS_FINISHED.labels(state).inc()
+        counts = dict.fromkeys(LIVE_STATES, 0)
+        for job_id in self.jobs.store.active_ids():
+            try:
+                counts[self.jobs.store.status(job_id)["state"]] += 1
+            except (RequestError, KeyError):
+                continue  # finished meanwhile, or unreadable (the supervisor says so)
+        for live, count in counts.items():
+            metrics.JOBS.labels(live).set(count)
 
     @bentoml.api(route="/sample")
     @answers_request_errors
@@ -207,34 +223,43 @@ class Counterfeit:
     def submit_job(self, ctx: bentoml.Context,
                    n: Annotated[int, Field(ge=1, le=MAX_JOB_IMAGES, strict=True, examples=[1000],
                                            description="How many images.")] = 1000,
-                   seed: Seed = None, model: ModelName = None) -> dict:
+                   seed: Seed = None, model: ModelName = None, label: Label = None) -> dict:
         """Queue a batch-generation job: `n` images of the seed contract's latents. Poll
         /jobs/status with the returned job_id, then fetch /jobs/result. Jobs and their
-        results live in the jobs folder and survive restarts."""
+        results live in the jobs folder, survive restarts (a job cut off is resumed where
+        it was) and are removed after the retention time. A full queue is a 429, a full
+        jobs folder a 507, both with Retry-After."""
         m = self._model(model)
-        if m.card.conditioning is not None:
-            raise RequestError("model", f"model {m.name} is conditional; jobs do not take "
-                               "labels yet")
-        within_memory(m, "n", n, job=True)
+        classes = labels(m, label, within_memory(m, "n", n, job=True))
+        result = self.jobs.submit(m, n, random_seed() if seed is None else seed, classes)
         ctx.response.status_code = 202
-        return self.jobs.submit(m, n, random_seed() if seed is None else seed)
+        return result
 
     @bentoml.api(route="/jobs/status")
     @answers_request_errors
     def job_status(self, ctx: bentoml.Context, job_id: JobId) -> dict:
-        """A job's state (queued, running, completed, failed), progress in [0, 1] and,
-        when failed, why."""
+        """A job's state (queued, running, completed, failed, canceled), progress in
+        [0, 1] and, when failed, why."""
         return self.jobs.store.status(job_id)
+
+    @bentoml.api(route="/jobs/cancel")
+    @answers_request_errors
+    def cancel_job(self, ctx: bentoml.Context, job_id: JobId) -> dict:
+        """Cancel a queued or running job: it stops at its next chunk and its partial
+        result is removed. A finished job is a 409."""
+        return self.jobs.cancel(job_id)
 
     @bentoml.api(route="/jobs/result")
     @answers_request_errors
     def job_result(self, ctx: bentoml.Context, job_id: JobId
                    ) -> Annotated[bytes, ContentType("application/octet-stream")]:
-        """A completed job's .npz: `images` uint8 (n, *image shape) and `seed`."""
-        path = self.jobs.store.result(job_id)
+        """A completed job's images: a .npy of uint8 (n, *image shape), streamed; the
+        seed is in X-Seed."""
+        state, size, body = self.jobs.store.result(job_id)
         ctx.response.status_code = 200
-        return FileResponse(path, media_type="application/octet-stream",
-                            filename=f"{job_id}.npz")
+        return StreamingResponse(body, media_type="application/octet-stream", headers={
+            "Content-Length": str(size), "X-Seed": str(state["seed"]),
+            "Content-Disposition": f'attachment; filename="{job_id}.npy"'})
 
     @bentoml.api(route="/models")
     def list_models(self) -> dict:
@@ -256,3 +281,5 @@ Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=SETTINGS.max_body_byte
                                 file_routes={"/score": "file"}, get_aliases={"/models"},
                                 json_routes={api.route for api in Counterfeit.apis.values()}
                                 - {"/score"})
+# the innermost: a request counts in flight once its body, bounded above, is in
+Counterfeit.add_asgi_middleware(LoadShedder, max_in_flight=SETTINGS.max_in_flight)

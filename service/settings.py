@@ -39,10 +39,24 @@ class Settings:
     access_log: bool = False
     jobs_dir: Path = _default_jobs_dir()
     job_workers: int = 1  # jobs run beside requests, never on request threads
+    # the job queue (service/jobs/queue.py): none, SQLite in the jobs folder (one machine);
+    # redis://host:port/db, one queue shared by every replica that also shares the folder
+    queue_url: str | None = None
+    max_queued_jobs: int = 256  # a submit beyond this is a 429 with Retry-After
+    job_retention_hours: float = 24.0  # finished jobs and their results are removed after
+    jobs_max_bytes: int = 4 << 30  # results on disk; a submit that would pass it is a 507
+    job_lease_seconds: float = 30.0  # a running job silent this long is resumed elsewhere
     # who may use it (service/asgi/access.py): with a key, every route but the health
     # checks wants it; with host names, a request to any other Host is refused
     api_key: str | None = field(default=None, repr=False, metadata={"secret": True})
     allowed_hosts: tuple[str, ...] = ()  # empty: any host
+    # overload and connection limits, each per worker (service/asgi/load_shedding.py,
+    # service/asgi/connections.py): past them a request is refused at once, never queued
+    max_in_flight: int = 32  # requests being processed; one more is a 503 with Retry-After
+    max_connections: int = 1000  # open connections; one more closes the longest-idle one
+    max_header_bytes: int = 32 * 1024  # request line and headers; a longer head is a 431
+    header_timeout_seconds: float = 10.0  # a request head not complete by then: 408, closed
+    idle_timeout_seconds: float = 5.0  # a connection without a request this long is closed
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -109,12 +123,28 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return hosts
 
 
+def _queue_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a Redis URL (redis://host:6379/0, rediss://..., "
+                         "unix:///path/redis.sock); unset: SQLite in the jobs folder")
+    return raw
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "models_dir": Path, "default_model": str, "device": _choice("auto", "cpu", "cuda"),
     "workers": _number(int, 1, 64), "max_body_bytes": _number(int, 1024, 1 << 30),
     "batching": _switch, "batch_max_rows": _number(int, 1, 65_536),
     "batch_wait_ms": _number(float, 0.0, 1000.0), "access_log": _switch, "jobs_dir": Path,
-    "job_workers": _number(int, 1, 64), "api_key": _api_key, "allowed_hosts": _hosts,
+    "job_workers": _number(int, 1, 64), "queue_url": _queue_url,
+    "max_queued_jobs": _number(int, 1, 1_000_000),
+    "job_retention_hours": _number(float, 0.0, 24.0 * 365),
+    "jobs_max_bytes": _number(int, 1 << 20, 1 << 50),
+    "job_lease_seconds": _number(float, 1.0, 3600.0), "api_key": _api_key, "allowed_hosts": _hosts,
+    # overload and connection limits
+    "max_in_flight": _number(int, 1, 100_000), "max_connections": _number(int, 16, 1_000_000),
+    "max_header_bytes": _number(int, 1024, 1 << 24),
+    "header_timeout_seconds": _number(float, 0.1, 3600.0),
+    "idle_timeout_seconds": _number(float, 0.1, 3600.0),
 }
 
 

@@ -9,6 +9,7 @@ from bentoml._internal.context import server_context
 
 from service.contract.card import CardError
 from service.jobs import JobsFolderError, JobStore
+from service.jobs.queue import make_huey
 from service.runtime import DeviceError, load_models
 from service.settings import Settings, SettingsError, current
 
@@ -21,6 +22,7 @@ def check_or_exit(settings: Settings) -> None:
         JobStore(settings.jobs_dir)
     except JobsFolderError as err:
         raise SystemExit(f"counterfeit: cannot start: COUNTERFEIT_JOBS_DIR: {err}") from None
+    check_queue(settings)
     try:
         names = sorted(load_models(settings.models_dir, settings.device, threads=1))
     except (CardError, DeviceError) as err:
@@ -29,6 +31,18 @@ def check_or_exit(settings: Settings) -> None:
         raise SystemExit("counterfeit: cannot start: COUNTERFEIT_DEFAULT_MODEL="
                          f"{settings.default_model!r} is not among the models in "
                          f"{settings.models_dir}: {names}")
+
+
+def check_queue(settings: Settings) -> None:
+    """The job queue answers: Redis is reachable, or the SQLite file is a database."""
+    where = (f"COUNTERFEIT_QUEUE_URL: {settings.queue_url}" if settings.queue_url else
+             f"COUNTERFEIT_JOBS_DIR: {settings.jobs_dir / 'queue.sqlite3'}")
+    try:
+        make_huey(settings.jobs_dir, settings.queue_url).pending_count()
+    except Exception as err:  # redis' and sqlite3's errors have no common base
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise SystemExit(f"counterfeit: cannot start: {where}: the job queue does not "
+                         f"answer ({reason})") from None
 
 
 def settings_or_exit() -> Settings:

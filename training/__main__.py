@@ -1,10 +1,12 @@
-"""Command line: `python -m training {train,data,figure1,evaluate,export,validate,curves,ablation,
-classifier} ...` (see --help of each). Each command parses its flags and calls one function."""
+"""Command line: `python -m training {train,data,figure1,evaluate,figures,export,validate,curves,
+ablation,classifier} ...` (see --help of each). Each command parses its flags and calls one
+function."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
 from pathlib import Path
@@ -107,12 +109,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         classifier_dir=Path(args.classifier) if args.classifier else None,
         seeds=tuple(int(s) for s in args.seeds.split(",")), n_samples=args.n_samples)
     if selection:
-        print(f"selected {selection.best} (validation Parzen "
-              f"{max(selection.full.values()):.1f}, full size)")
-    p = report["parzen"]
-    print(f"Parzen LL {p['ll']:.1f} ± {p['se']:.1f} (σ {p['sigma']:.3f}; real-data ceiling "
-          f"{p['ceiling_real_train_images']['ll']:.1f}) in {report['seconds']} s; "
-          f"report in {out}")
+        print(f"selected {selection.best} ({selection.criterion} on validation images "
+              f"{selection.full[selection.epoch]:.3f}, full size)")
+    print(f"{summary_line(report)} in {report['seconds']} s; report in {out}")
+    return 0
+
+
+def summary_line(report: dict) -> str:
+    """The headline numbers of an evaluation report (FD, precision, recall, ..., Parzen)."""
+    fd, pr, p = report["classifier_fd"]["features"], report["precision_recall"], report["parzen"]
+    parts = [f"FD {fd['samples_vs_test']:.2f} (floor {fd['floor_valid_vs_test']:.2f})",
+             f"precision {pr['precision']:.3f}, recall {pr['recall']:.3f}"]
+    if "label_agreement" in report:
+        parts += [f"label agreement {report['label_agreement']['overall']:.2%}",
+                  f"class-conditional FD {report['class_fd']['mean']:.2f}"]
+    parts.append(f"Parzen LL {p['ll']:.1f} ± {p['se']:.1f} (σ {p['sigma']:.3f}; real-data "
+                 f"ceiling {p['ceiling_real_train_images']['ll']:.1f})")
+    return "; ".join(parts)
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from training.evaluation.generators import load_generator
+    from training.figures.conditional import conditional_figures
+
+    source = load_generator(args.path)
+    for path in conditional_figures(source, Path(args.out), seed=args.seed).values():
+        print(f"wrote {path}")
     return 0
 
 
@@ -153,10 +175,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                           epoch=args.epoch, select=args.select, finalists=args.finalists,
                           average=parse_windows(args.average) if args.average else None,
                           run_evaluation=not args.no_evaluate, data_dir=args.data_dir,
-                          force=args.force)
+                          evaluation_seeds=tuple(int(s) for s in args.seeds.split(",")),
+                          evaluation_samples=args.n_samples, force=args.force)
     card = read_card(folder).raw
-    parzen = card["evaluation"].get("parzen")
-    summary = f"; Parzen LL {parzen['ll']:.1f} ± {parzen['se']:.1f}" if parzen else ""
+    report = folder / "evaluation" / "report.json"
+    summary = f"; {summary_line(json.loads(report.read_text()))}" if report.is_file() else ""
     print(f"wrote {folder} ({card['version']}){summary}")
     return 0
 
@@ -196,11 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_figure1)
 
-    p = sub.add_parser("evaluate", help="Parzen LL, classifier scores, memorisation, figures")
+    p = sub.add_parser("evaluate", help="classifier FD, precision and recall (label agreement "
+                       "and per-class FD for a conditional G), Parzen LL, memorisation, figures")
     p.add_argument("path", help="run folder, checkpoint, snapshot, generator.onnx or model folder")
     p.add_argument("--out", default=None, help="report folder (default: PATH's run/evaluation)")
     p.add_argument("--select", action="store_true",
-                   help="pick the run's snapshot with the best validation Parzen first")
+                   help="pick the run's snapshot with the best validation Parzen first (a "
+                   "conditional run: the best validation class-conditional FD)")
     add_finalists_flag(p)
     p.add_argument("--seeds", default="0,1,2", help="sample seeds for the Parzen estimate")
     p.add_argument("--n-samples", type=int, default=10_000)
@@ -209,23 +234,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("figures", help="a conditional G's figures: one row per class, latent "
+                       "interpolations with the label fixed, one z under every label")
+    p.add_argument("path", help="snapshot, checkpoint, run folder, generator.onnx or model "
+                   "folder of a conditional model")
+    p.add_argument("--out", required=True, help="folder for the PNGs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents (and nothing else)")
+    p.set_defaults(func=cmd_figures)
+
     p = sub.add_parser("export", help="write models/NAME: G and D as ONNX, card, evaluation")
     p.add_argument("run", help="run folder")
     p.add_argument("--name", required=True, help="model name, e.g. mnist-mlp")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--epoch", type=int, default=None, help="export this epoch's snapshot")
     which.add_argument("--select", action="store_true",
-                       help="export the snapshot with the best validation Parzen")
+                       help="export the snapshot with the best validation Parzen (a "
+                       "conditional model: the best validation class-conditional FD)")
     which.add_argument("--average", metavar="FIRST:LAST[,FIRST:LAST...]", default=None,
                        help="export G averaged over the snapshots of an epoch window (the one "
-                       "of those given with the best validation Parzen among those that pass "
-                       "the memorisation check on validation) with the window's last D")
+                       "of those given with the best validation Parzen, or class-conditional "
+                       "FD for a conditional model, among those that pass the memorisation "
+                       "check on validation) with the window's last D")
     add_finalists_flag(p)
     p.add_argument("--models-dir", default=None, help="(default: the repository's models/)")
     p.add_argument("--force", action="store_true",
                    help="replace models/NAME if it exists (the whole folder, once the new one "
                    "is written)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the evaluation")
+    p.add_argument("--seeds", default="0,1,2", help="sample seeds of the evaluation's Parzen "
+                   "estimate (the first seed's samples feed every other measure)")
+    p.add_argument("--n-samples", type=int, default=10_000,
+                   help="samples per seed for the evaluation (and for --select's and "
+                   "--average's full-size validation scores); smaller only to try things out")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_export)
 

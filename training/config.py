@@ -28,6 +28,12 @@ class TrainConfig:
     dataset: Dataset = "mnist"
     toy_size: int = 50_000  # training points drawn once for a toy dataset
     toy_std: float = 0.02  # std of each toy Gaussian component
+    # §7.1's conditional model p(x | c): 0 for the paper's unconditional GAN, else the number
+    # of classes whose one-hot label c is given to both G and D (docs/conditional.md)
+    classes: int = 0
+    # §7.3's inpainting model p(x_S | x_not S): G(z, visible pixels, mask) completes the
+    # hidden pixels of a mask drawn per example (service/contract/masks.py), D(x, mask)
+    inpainting: bool = False
     # generator: MLP with ReLU hidden layers
     latent_dim: int = 100
     noise: Noise = "uniform"  # uniform on [-sqrt 3, sqrt 3] or standard normal: unit variance
@@ -81,6 +87,16 @@ class TrainConfig:
         return math.prod(IMAGE_SHAPE) if self.image_data else toy[self.dataset]
 
     @property
+    def g_cond_dim(self) -> int:
+        """Numbers G reads beside z: the one-hot label, or the visible pixels and the mask."""
+        return 2 * self.data_dim if self.inpainting else self.classes
+
+    @property
+    def d_cond_dim(self) -> int:
+        """Numbers D reads beside x: the one-hot label, or the mask."""
+        return self.data_dim if self.inpainting else self.classes
+
+    @property
     def image_data(self) -> bool:
         return self.dataset == "mnist"
 
@@ -100,6 +116,11 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.classes < 0 or (self.classes and not self.image_data):
+            raise ValueError(f"classes must be >= 0 and needs labelled (mnist) data, got "
+                             f"{self.classes} for {self.dataset}")
+        if self.inpainting and (self.classes or not self.image_data):
+            raise ValueError("inpainting needs image data and no classes")
         if not self.d_units or min(self.d_units) < 1 or min(self.g_hidden, default=1) < 1:
             raise ValueError("layer sizes must be >= 1 and D needs at least one maxout layer")
         for name in ("d_input_keep", "d_hidden_keep"):
@@ -161,6 +182,10 @@ def _toy(dataset: Dataset, **overrides: Any) -> TrainConfig:
 PRESETS: dict[str, Any] = {
     # the paper's MNIST model (docs/training.md): goodfeli/adversarial mnist.yaml, Algorithm 1.
     "mnist-paper": lambda: TrainConfig(),
+    # §7.1: the same G, D and Algorithm 1, with the one-hot digit label given to both.
+    "mnist-conditional": lambda: TrainConfig(classes=10),
+    # §7.3: the same G, D and Algorithm 1, completing the pixels a random mask hides.
+    "mnist-inpaint": lambda: TrainConfig(inpainting=True),
     "toy-ring": lambda: _toy("ring-8", lr=3e-4, epochs=25),
     "toy-grid": lambda: _toy("grid-25", epochs=40),
     "toy-1d": lambda: _toy("gaussian-1d", toy_std=0.5, latent_dim=1, noise="uniform",

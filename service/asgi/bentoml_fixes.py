@@ -1,4 +1,4 @@
-"""Three fixes for BentoML 1.4, installed in every process that imports the service.
+"""Four fixes for BentoML 1.4, installed in every process that imports the service.
 
 1. Its request timeout leaked memory under load, and hung a request whose app raised.
 `bentoml._internal.server.http.traffic.TimeoutMiddleware` schedules
@@ -22,20 +22,35 @@ labelled with the raw URL path, so every distinct unknown path made a new time s
 labelled with the route it matches instead (the service's API routes and BentoML's own:
 "/", "/docs.json", "/metrics", "/static_content/{path}", ...), and every path that
 matches none with UNMATCHED.
+
+4. It runs a route in a request thread whenever one is free, even when the request's client
+has gone while it waited for one (more requests in flight than threads): a flood left
+minutes of images computed for nobody; and in anyio's thread pool, which also serves
+/readyz and /metrics. Routes run on the service's own `threads` threads instead, at a
+lower CPU priority than the event loop (`lower_thread_priority`), so that the loop and the
+health checks are answered at once while routes saturate the cores; and a route whose
+client has gone (LoadShedder watches it: service/asgi/load_shedding.py) is not started:
+the request ends with ClientGone, logged as one INFO line, and is recorded with status 499.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from _bentoml_impl.server.app import ServiceAppFactory
 from bentoml._internal.server import http_app
 from bentoml._internal.server.http import instruments, traffic
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.routing import Match
+
+from service.asgi.load_shedding import ClientGone, lower_thread_priority, unless_gone
 
 # the one `endpoint` label of every request whose path is none of the service's routes
 UNMATCHED = "/{unmatched}"
@@ -110,12 +125,30 @@ def is_client_error(error: BaseException | None) -> bool:
         isinstance(error, BentoMLException) and error.error_code.value < 500)
 
 
+async def _to_work_thread(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """`ServiceAppFactory._to_thread`: a route's call, on one of the service's `threads`
+    work threads (a call waits for a free one), in the request's context, and not at all
+    if the request's client has gone by the time a thread takes it."""
+    pool = self.__dict__.get("_counterfeit_work_threads")
+    if pool is None:
+        pool = self._counterfeit_work_threads = ThreadPoolExecutor(
+            self.service.config.get("threads", 1), thread_name_prefix="counterfeit-work",
+            initializer=lower_thread_priority)
+    call = functools.partial(contextvars.copy_context().run, unless_gone, func, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+
 class ClientErrorsInOneLine(logging.Filter):
-    """BentoML's "Exception on PATH [METHOD]" records for 4xx answers: one INFO line."""
+    """BentoML's "Exception on PATH [METHOD]" records for 4xx answers, and for requests
+    dropped because their client had gone: one INFO line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if is_client_error(error):
+        if isinstance(error, ClientGone):
+            record.msg = f"{record.msg}: {error}"
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        elif is_client_error(error):
             record.msg = f"{record.msg}: answered 4xx: %s"
             record.args = (*(record.args or ()), str(error).splitlines()[0])
             record.exc_info, record.exc_text = None, None
@@ -124,11 +157,12 @@ class ClientErrorsInOneLine(logging.Filter):
 
 
 def install() -> None:
-    """Replace the timeout middleware's __call__ and the request metrics' middleware, and
-    filter the request-error log (BentoML builds its middleware per worker, after importing
-    the service module, and imports the metrics middleware's class from its module then,
-    so patching at import time reaches every worker)."""
+    """Replace the timeout middleware's __call__, the request metrics' middleware and the
+    route's thread call, and filter the request-error log (BentoML builds its middleware
+    per worker, after importing the service module, and imports the metrics middleware's
+    class from its module then, so patching at import time reaches every worker)."""
     traffic.TimeoutMiddleware.__call__ = _call
     instruments.RunnerTrafficMetricsMiddleware = RouteLabelledTrafficMetrics
+    ServiceAppFactory._to_thread = _to_work_thread
     if not any(isinstance(f, ClientErrorsInOneLine) for f in http_app.logger.filters):
         http_app.logger.addFilter(ClientErrorsInOneLine())

@@ -19,12 +19,17 @@ ERROR_SCHEMA = {
                    "field": {"type": "string", "description": "the field at fault"}},
 }
 ERROR_STATUSES = {"400": "Bad input", "401": "Missing or wrong API key (COUNTERFEIT_API_KEY)",
-                  "404": "Unknown model or job", "409": "Job not finished",
+                  "404": "Unknown model or job",
+                  "409": "Job not finished (or, to cancel, finished)",
+                  "410": "The job's result files are gone",
                   "413": "Body over COUNTERFEIT_MAX_BODY_BYTES",
-                  "415": "Body of another content type than the route takes"}
+                  "415": "Body of another content type than the route takes",
+                  "429": "Job queue full (COUNTERFEIT_MAX_QUEUED_JOBS): see Retry-After",
+                  "503": "Worker busy (COUNTERFEIT_MAX_IN_FLIGHT): see Retry-After",
+                  "507": "Jobs folder full (COUNTERFEIT_JOBS_MAX_BYTES): see Retry-After"}
 IMAGE_ROUTES = ("/sample", "/interpolate")
 OWN_ROUTES = ("/sample", "/interpolate", "/score", "/models", "/jobs/submit", "/jobs/status",
-              "/jobs/result")
+              "/jobs/result", "/jobs/cancel")
 INFO = {
     "title": "Counterfeit",
     "version": __version__,

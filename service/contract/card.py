@@ -84,6 +84,17 @@ class Latent:
             z = rng.standard_normal((n, self.dim))
         return z.astype(np.float32)
 
+    def chunks(self, n: int, seed: int, rows: int) -> Iterator[np.ndarray]:
+        """`sample(n, seed)` in successive pieces of `rows` (the last may be shorter), with
+        memory bounded by a piece: numpy's Generator fills arrays from one stream, so
+        drawing in pieces gives the same numbers as drawing at once."""
+        rng = np.random.default_rng(seed)
+        for start in range(0, n, rows):
+            shape = (min(rows, n - start), self.dim)
+            z = (rng.uniform(self.low, self.high, shape) if self.distribution == "uniform"
+                 else rng.standard_normal(shape))
+            yield z.astype(np.float32)
+
     def to_card(self) -> dict[str, Any]:
         card: dict[str, Any] = {"dim": self.dim, "distribution": self.distribution}
         if self.distribution == "uniform":

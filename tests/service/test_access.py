@@ -249,7 +249,7 @@ def test_every_json_route_of_the_service_refuses_simple_cross_site_bodies(client
     spec = client.get("/docs.json").json()
     routes = [p for p, ops in spec["paths"].items() if "post" in ops and p != "/score"]
     assert {"/sample", "/interpolate", "/jobs/submit", "/jobs/status", "/jobs/result",
-            "/models"} <= set(routes)
+            "/jobs/cancel", "/models"} <= set(routes)
     for route in routes:
         for headers in ({"content-type": "text/plain"},
                         {"content-type": "application/x-www-form-urlencoded"}, {}):

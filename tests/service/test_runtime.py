@@ -118,3 +118,11 @@ def test_images_stay_within_0_and_1_when_the_sigmoid_overshoots(models_copy: Pat
     model.sessions["generator"] = Overshooting()
     images = model.generate(np.zeros((3, 100), np.float32))
     assert images.min() == 0.0 and images.max() == 1.0
+
+
+def test_the_default_model_is_the_first_that_needs_no_label(runtime_models: dict) -> None:
+    from service.runtime import default_model
+
+    assert runtime_models["cond"].card.conditioning is not None
+    assert default_model(runtime_models) == "gonly"  # "cond" comes first by name
+    assert default_model({"cond": runtime_models["cond"]}) == "cond"

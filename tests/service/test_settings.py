@@ -24,6 +24,9 @@ def test_defaults_and_overrides() -> None:
     ("COUNTERFEIT_BATCHING", "yes", "on or off"),
     ("COUNTERFEIT_MAX_BODY_BYTES", "-1", "COUNTERFEIT_MAX_BODY_BYTES"),
     ("COUNTERFEIT_BATCH_WAIT_MS", "nan", "COUNTERFEIT_BATCH_WAIT_MS"),
+    ("COUNTERFEIT_QUEUE_URL", "postgres://db/jobs", "must be a Redis URL"),
+    ("COUNTERFEIT_JOB_LEASE_SECONDS", "0", "[1.0, 3600.0]"),
+    ("COUNTERFEIT_MAX_QUEUED_JOBS", "0", "COUNTERFEIT_MAX_QUEUED_JOBS='0'"),
 ])
 def test_a_bad_value_names_the_variable(variable: str, value: str, words: str) -> None:
     with pytest.raises(SettingsError, match=None) as err:
@@ -36,3 +39,12 @@ def test_only_settings_reads_the_environment() -> None:
     readers = sorted(str(p.relative_to(service)) for p in service.rglob("*.py")
                      if "os.environ" in p.read_text() or "getenv" in p.read_text())
     assert readers == ["settings.py"]
+
+
+def test_every_setting_is_documented() -> None:
+    from dataclasses import fields
+
+    table = (Path(__file__).resolve().parents[2] / "docs" / "http-api.md").read_text()
+    missing = [f.name for f in fields(Settings)
+               if f"| `COUNTERFEIT_{f.name.upper()}` |" not in table]
+    assert missing == []

@@ -13,6 +13,7 @@ import pytest
 
 from training.data.mnist import (
     MNIST_SHA256,
+    TRAIN_LABEL_COUNTS,
     DataError,
     download_mnist,
     load_mnist,
@@ -52,6 +53,12 @@ def test_paper_split(mnist_dir: Path) -> None:
     raw = read_verified(mnist_dir, "train-labels-idx1-ubyte")
     np.testing.assert_array_equal(mnist.valid.labels, raw[50_000:])
     assert set(np.unique(mnist.test.labels)) == set(range(10))
+
+
+def test_the_label_prior_is_the_training_images_digit_counts(mnist_dir: Path) -> None:
+    """A conditional model's evaluation draws labels from TRAIN_LABEL_COUNTS."""
+    counts = np.bincount(load_mnist(mnist_dir).train.labels, minlength=10)
+    assert tuple(int(n) for n in counts) == TRAIN_LABEL_COUNTS and sum(counts) == 50_000
 
 
 def test_uncompressed_files_are_read_too(mnist_dir: Path, tmp_path: Path) -> None:

@@ -73,6 +73,13 @@ def test_evaluate_writes_the_report_and_figures(run: Path, mnist, tmp_path: Path
     assert fd["floor_valid_vs_test"] < fd["one_digit_removed_vs_test_mean"] < fd["samples_vs_test"]
     assert 1.0 <= report["modes"]["inception_score"] <= 10.0
     assert report["modes"]["inception_score_test_images"] > 9.0
+    pr = report["precision_recall"]
+    assert pr["k"] == 3 and pr["n_samples"] == 500 and pr["n_test"] == 10_000
+    # real images cover each other far better than a 2-epoch toy generator covers them
+    assert pr["recall"] < pr["reference_valid_vs_test"]["recall"]
+    assert pr["reference_valid_vs_test"]["precision"] > 0.8
+    assert report["classes"] == 0 and "label_agreement" not in report
+    assert list(report)[:3] == ["generator", "classes", "classifier_fd"]  # FD leads
 
 
 def test_cli_select_picks_by_validation_only(run: Path, tmp_path: Path,
@@ -128,6 +135,6 @@ def test_cli_validate_uses_validation_images_only(run: Path, mnist,
 
 def test_a_generator_with_non_finite_output_is_refused() -> None:
     source = GeneratorSource("broken", Latent(2, "uniform", -1.0, 1.0),
-                             lambda z: np.full((len(z), 784), np.nan, np.float32))
+                             lambda z, c: np.full((len(z), 784), np.nan, np.float32))
     with pytest.raises(ValueError, match="broken produces non-finite images"):
         source.sample(4, seed=0)

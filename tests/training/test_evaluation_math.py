@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from service.contract.latent_paths import lerp, slerp
-from training.evaluation.classes import class_coverage, inception_score
-from training.evaluation.frechet import frechet_between, frechet_distance
+from training.evaluation.classes import class_coverage, inception_score, label_agreement
+from training.evaluation.frechet import frechet_between, frechet_distance, frechet_per_class
 from training.evaluation.memorisation import memorisation_check, nearest_neighbours
 from training.evaluation.parzen import parzen_log_likelihoods, parzen_protocol
+from training.evaluation.precision_recall import in_manifold, knn_radii, precision_recall
 
 rng = np.random.default_rng(0)
 
@@ -113,3 +114,83 @@ def test_interpolations_start_and_end_at_the_endpoints() -> None:
     np.testing.assert_allclose(norms, np.linalg.norm(z0), rtol=1e-5)  # stays on the sphere
     with pytest.raises(ValueError):
         lerp(z0, z1, 1)
+
+
+# --- precision and recall (Kynkäänniemi et al., 2019) ---------------------------------
+
+REAL = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
+FAKE = np.array([[0.5], [5.0], [20.0]])
+
+
+def test_knn_radii_are_the_distance_to_the_kth_other_point() -> None:
+    # 1-D by hand: the nearest other point of 0, 1, 2, 3 is 1 away, of 10 it is 3 (7 away)
+    np.testing.assert_allclose(knn_radii(REAL, k=1), [1, 1, 1, 1, 7])
+    np.testing.assert_allclose(knn_radii(REAL, k=3), [3, 2, 2, 3, 9], atol=1e-12)
+    # a duplicate is a neighbour at distance 0, the point itself is not
+    np.testing.assert_allclose(knn_radii(np.array([[0.0], [0.0], [4.0]]), k=1), [0, 0, 4])
+    # chunking does not change anything
+    x = rng.normal(0, 1, (50, 3))
+    np.testing.assert_allclose(knn_radii(x, 3, chunk=7), knn_radii(x, 3), atol=1e-12)
+    with pytest.raises(ValueError, match="k must be in"):
+        knn_radii(REAL, k=5)
+
+
+def test_in_manifold_counts_a_point_on_a_boundary_as_inside() -> None:
+    points, radii = np.array([[0.0, 0.0], [10.0, 0.0]]), np.array([1.0, 2.0])
+    queries = np.array([[1.0, 0.0], [1.0, 0.1], [8.0, 0.0], [5.0, 0.0]])
+    np.testing.assert_array_equal(in_manifold(queries, points, radii),
+                                  [True, False, True, False])
+
+
+def test_precision_and_recall_by_hand() -> None:
+    # k = 1. Real balls: [-1, 1], [0, 2], [1, 3], [2, 4] and the outlier's [3, 17].
+    # Fakes: 0.5 is inside, 5 only in the outlier's ball, 20 outside: precision 2/3.
+    # Fake radii (nearest other fake): 4.5, 4.5, 15; every real point lies within one of
+    # those balls (10 is 10 from 20 <= 15): recall 1.
+    result = precision_recall(REAL, FAKE, k=1)
+    assert result.precision == pytest.approx(2 / 3) and result.recall == 1.0
+    assert (result.k, result.n_real, result.n_generated) == (1, 5, 3)
+    # swapping the roles swaps the two numbers' meaning: 0, 1, 2, 3 inside the fake balls
+    swapped = precision_recall(FAKE, REAL, k=1)
+    assert swapped.precision == 1.0 and swapped.recall == pytest.approx(2 / 3)
+    # radii passed in are used as given
+    assert precision_recall(REAL, FAKE, 1, real_radii=np.zeros(5)).precision == 0.0
+
+
+def test_precision_and_recall_see_a_dropped_mode_and_bad_samples() -> None:
+    real = np.concatenate([rng.normal(0, 1, (300, 2)), rng.normal(20, 1, (300, 2))])
+    one_mode = rng.normal(0, 1, (600, 2))  # realistic samples of half of the data
+    result = precision_recall(real, one_mode)
+    assert result.precision > 0.9 and 0.4 < result.recall < 0.6
+    off = rng.normal(10, 1, (600, 2))  # covering nothing real
+    assert precision_recall(real, off).precision < 0.05
+    fresh = np.concatenate([rng.normal(0, 1, (300, 2)), rng.normal(20, 1, (300, 2))])
+    both = precision_recall(real, fresh)
+    assert both.precision > 0.9 and both.recall > 0.9
+
+
+# --- a conditional generator's classes -------------------------------------------------
+
+
+def test_label_agreement_by_hand() -> None:
+    requested = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    result = label_agreement(requested, predicted, n_classes=4)
+    assert result.overall == pytest.approx(6 / 8)
+    assert result.per_class == [pytest.approx(0.75), 0.5, 1.0, None]  # nothing asked of 3
+    assert result.confusion == [[3, 1, 0, 0], [0, 1, 1, 0], [0, 0, 2, 0], [0, 0, 0, 0]]
+    assert result.n_samples == 8
+    with pytest.raises(ValueError, match="integers in 0..3"):
+        label_agreement(requested, predicted + 2, n_classes=4)
+    with pytest.raises(ValueError, match="equal non-empty"):
+        label_agreement(requested, predicted[:3], n_classes=4)
+
+
+def test_frechet_per_class_compares_like_with_like() -> None:
+    a = rng.normal(0, 1, (400, 2))
+    labels = np.arange(400) % 2
+    b = a + np.where(labels[:, None] == 1, 3.0, 0.0)  # class 1 shifted by (3, 3)
+    assert frechet_per_class(a, labels, b, labels, 2) == [
+        pytest.approx(0.0, abs=1e-8), pytest.approx(18.0, rel=1e-6)]
+    np.testing.assert_allclose(frechet_per_class(a, labels, a[::-1], labels[::-1], 2), 0,
+                               atol=1e-8)

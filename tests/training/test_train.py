@@ -16,7 +16,7 @@ from training.config import TrainConfig, preset, with_overrides
 from training.data.toy import mode_coverage, ring_8
 from training.gan.networks import build_networks, sample_noise
 from training.gan.optim import make_optimizer
-from training.gan.train import alternating_iteration, simultaneous_iteration, train
+from training.gan.train import Batch, alternating_iteration, simultaneous_iteration, train
 from training.runs import CHECKPOINT, METRICS, iterations_per_epoch, load_checkpoint, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,9 +113,9 @@ def test_d_loss_scale_scales_d_steps_and_logs_d_loss_unscaled(scheme: str) -> No
         opt_d = make_optimizer(config, d.parameters())
         torch.manual_seed(1)  # the same noise and dropout masks for both scales
         if scheme == "alternating":
-            stats[scale] = alternating_iteration(g, d, opt_g, opt_d, [x], config)
+            stats[scale] = alternating_iteration(g, d, opt_g, opt_d, [Batch(x)], config)
         else:
-            stats[scale] = simultaneous_iteration(g, d, opt_g, opt_d, x, config)
+            stats[scale] = simultaneous_iteration(g, d, opt_g, opt_d, Batch(x), config)
         moves[scale] = [p.detach() - b for p, b in zip(d.parameters(), before, strict=True)]
     for full, half in zip(moves[1.0], moves[0.5], strict=True):
         torch.testing.assert_close(half, 0.5 * full, rtol=1e-4, atol=1e-7)  # float32 rounding

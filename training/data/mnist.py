@@ -32,6 +32,10 @@ MNIST_SHA256 = {
 
 IMAGE_SHAPE = (1, 28, 28)  # channels, height, width: what G draws and D reads
 TRAIN_STOP = 50_000  # paper split: train 0-49,999, validation 50,000-59,999, test = t10k
+# Images of each digit 0-9 among training images 0-49,999 (tests/training/test_data.py checks
+# them against the files): the label prior p(c) a conditional model's labels are drawn from
+# when it is evaluated on the marginal p(x) (docs/conditional.md).
+TRAIN_LABEL_COUNTS = (4932, 5678, 4968, 5101, 4859, 4506, 4951, 5175, 4842, 4988)
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -32,3 +32,13 @@ def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.nd
 
 def frechet_between(a: np.ndarray, b: np.ndarray) -> float:
     return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+
+
+def frechet_per_class(a: np.ndarray, a_labels: np.ndarray, b: np.ndarray,
+                      b_labels: np.ndarray, classes: int) -> list[float]:
+    """For each class k, the FD between the rows of `a` labelled k and those of `b`
+    labelled k (a conditional generator's class-k samples against real class-k images)."""
+    a_labels, b_labels = np.asarray(a_labels), np.asarray(b_labels)
+    if len(a_labels) != len(a) or len(b_labels) != len(b):
+        raise ValueError("one label per row is needed")
+    return [frechet_between(a[a_labels == k], b[b_labels == k]) for k in range(classes)]

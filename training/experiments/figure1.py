@@ -29,7 +29,7 @@ from training.gan.networks import (  # noqa: E402
 )
 from training.gan.optim import make_optimizer  # noqa: E402
 from training.gan.theory import optimal_discriminator  # noqa: E402
-from training.gan.train import alternating_iteration  # noqa: E402
+from training.gan.train import Batch, alternating_iteration  # noqa: E402
 
 X_RANGE = (-1.0, 4.5)
 BINS = 220
@@ -83,7 +83,8 @@ def _alternate(g: Generator, d: Discriminator, opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, data: GaussianMixture, rng: np.random.Generator,
                config: TrainConfig, steps: int) -> None:
     for _ in range(steps):
-        real = [torch.from_numpy(data.sample(config.batch_size, rng)) for _ in range(config.k)]
+        real = [Batch(torch.from_numpy(data.sample(config.batch_size, rng)))
+                for _ in range(config.k)]
         alternating_iteration(g, d, opt_g, opt_d, real, config)
 
 

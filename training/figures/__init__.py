@@ -1,1 +1,2 @@
-"""Pictures: image grids, the paper's Figures 2 and 3, training curves, toy samples."""
+"""Pictures: image grids, the paper's Figures 2 and 3, a conditional G's class figures,
+training curves, toy samples."""

@@ -22,14 +22,15 @@ from training.runs import (  # noqa: E402
 )
 
 
-def training_curves(path: Path, run: Path,
-                    validation_parzen: dict[int, float] | None = None) -> Path:
-    """Losses, mean D(x) and D(G(z)) against iterations; validation Parzen per epoch if given."""
+def training_curves(path: Path, run: Path, validation: dict[int, float] | None = None,
+                    validation_label: str = "validation Parzen LL (cheap setting)") -> Path:
+    """Losses, mean D(x) and D(G(z)) against iterations; a validation score per epoch (the
+    one snapshots were selected by) if given."""
     steps = training_metrics(run)
     if not steps:
         raise ValueError(f"{run / METRICS} has no training metrics yet")
     x = np.array([m["step"] for m in steps])
-    panels = 3 if validation_parzen else 2
+    panels = 3 if validation else 2
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), dpi=100)
     axes[0].plot(x, [m["d_loss"] for m in steps], label="D loss")
     axes[0].plot(x, [m["g_loss"] for m in steps], label="G loss")
@@ -40,11 +41,11 @@ def training_curves(path: Path, run: Path,
     axes[1].set_ylim(0, 1)
     axes[1].set_xlabel("iteration")
     axes[1].legend()
-    if validation_parzen:
-        epochs = sorted(validation_parzen)
-        axes[2].plot(epochs, [validation_parzen[e] for e in epochs], "o-")
+    if validation:
+        epochs = sorted(validation)
+        axes[2].plot(epochs, [validation[e] for e in epochs], "o-")
         axes[2].set_xlabel("epoch")
-        axes[2].set_ylabel("validation Parzen LL (cheap setting)")
+        axes[2].set_ylabel(validation_label)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -34,8 +34,13 @@ def figure2(path: Path, samples: np.ndarray, neighbours: np.ndarray, rows: int =
 
 def figure3(path: Path, paths: np.ndarray, scale: int = 3) -> Path:
     """One row per latent path: (rows, steps, 784) images."""
-    rows, steps = paths.shape[:2]
-    return _save(path, Image.fromarray(tile(paths.reshape(-1, H, W), steps), "L"), scale)
+    return image_rows(path, paths, scale)
+
+
+def image_rows(path: Path, rows: np.ndarray, scale: int = 3) -> Path:
+    """(rows, columns, 784) images as one grey picture, a row of the array a row of it."""
+    columns = rows.shape[1]
+    return _save(path, Image.fromarray(tile(rows.reshape(-1, H, W), columns), "L"), scale)
 
 
 def _save(path: Path, picture: Image.Image, scale: int) -> Path:

@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from service.contract.masks import FAMILIES, family_mask, training_masks
 from training.config import TrainConfig
 from training.data.mnist import IMAGE_SHAPE, load_mnist
 from training.data.toy import toy_distribution
 from training.figures.grid import save_grid
 from training.figures.toy import plot_toy_samples
 from training.gan.losses import discriminator_loss, generator_loss
-from training.gan.networks import Discriminator, Generator, build_networks, sample_noise
+from training.gan.networks import Discriminator, Generator, build_networks, one_hot, sample_noise
 from training.gan.optim import learning_rate, make_optimizer, momentum_at, set_hyperparameters
 from training.runs import (
     CHECKPOINT,
@@ -69,29 +70,66 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def training_data(config: TrainConfig, data_dir: str | Path | None = None) -> np.ndarray:
-    """(n, data_dim) float32: MNIST train 0-49,999, or a fixed draw from a toy mixture."""
+def training_data(config: TrainConfig, data_dir: str | Path | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n, data_dim) float32: MNIST train 0-49,999, or a fixed draw from a toy mixture; and
+    the (n,) class labels when the model is conditional."""
     if config.image_data:
-        return load_mnist(data_dir).train.images
+        train = load_mnist(data_dir).train
+        return train.images, train.labels if config.classes else None
     mixture = toy_distribution(config.dataset, config.toy_std)
-    return mixture.sample(config.toy_size, np.random.default_rng(config.seed))
+    return mixture.sample(config.toy_size, np.random.default_rng(config.seed)), None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A real minibatch and what G and D read beside z and x: nothing for the paper's GAN;
+    the one-hot labels c for §7.1's (to both); for §7.3's inpainting, the visible pixels and
+    the mask (to G) and the mask (to D), G's image being kept only where the mask hides."""
+
+    x: torch.Tensor
+    g_cond: torch.Tensor | None = None
+    d_cond: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None  # inpainting: 1 where G completes, 0 where x is kept
+
+    def fake(self, g: Generator, z: torch.Tensor) -> torch.Tensor:
+        out = g(z, self.g_cond)
+        return out if self.hidden is None else self.hidden * out + (1 - self.hidden) * self.x
+
+
+def make_batch(config: TrainConfig, x: torch.Tensor, c: torch.Tensor | None,
+               rng: np.random.Generator) -> Batch:
+    """The Batch of real images `x` (and one-hot labels `c`); an inpainting model's masks
+    come from `rng`, one family and size per example."""
+    if config.classes:
+        return Batch(x, c, c)
+    if config.inpainting:
+        masks = training_masks(len(x), rng, IMAGE_SHAPE[1:]).reshape(len(x), -1)
+        m = torch.from_numpy(masks.astype(np.float32)).to(x.device)
+        return Batch(x, torch.cat([x * (1 - m), m], dim=1), m, m)
+    return Batch(x)
 
 
 def alternating_iteration(g: Generator, d: Discriminator, opt_g: torch.optim.Optimizer,
-                          opt_d: torch.optim.Optimizer, real_batches: list[torch.Tensor],
+                          opt_d: torch.optim.Optimizer, real_batches: list[Batch],
                           config: TrainConfig) -> dict[str, float]:
-    """Algorithm 1: one D step per real batch (k of them), then one G step on fresh noise."""
-    for x in real_batches:
-        z = sample_noise(len(x), config, x.device)
+    """Algorithm 1: one D step per real batch (k of them), then one G step on fresh noise.
+
+    A conditional model's fakes take the condition of the real batch beside them (its
+    labels, or its masks and visible pixels), so D sees the same classes or masks on both
+    sides and G is asked for them at the data's frequencies.
+    """
+    for batch in real_batches:
+        z = sample_noise(len(batch.x), config, batch.x.device)
         with torch.no_grad():
-            fake = g(z)
-        real_logits, fake_logits = d(x), d(fake)
+            fake = batch.fake(g, z)
+        real_logits, fake_logits = d(batch.x, batch.d_cond), d(fake, batch.d_cond)
         d_loss = discriminator_loss(real_logits, fake_logits)
         opt_d.zero_grad(set_to_none=True)
         (config.d_loss_scale * d_loss).backward()
         opt_d.step()
-    z = sample_noise(config.batch_size, config, x.device)
-    g_loss = generator_loss(d(g(z)), config.g_loss)
+    z = sample_noise(len(batch.x), config, batch.x.device)
+    g_loss = generator_loss(d(batch.fake(g, z), batch.d_cond), config.g_loss)
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward(inputs=list(g.parameters()))
     opt_g.step()
@@ -99,11 +137,12 @@ def alternating_iteration(g: Generator, d: Discriminator, opt_g: torch.optim.Opt
 
 
 def simultaneous_iteration(g: Generator, d: Discriminator, opt_g: torch.optim.Optimizer,
-                           opt_d: torch.optim.Optimizer, x: torch.Tensor,
+                           opt_d: torch.optim.Optimizer, batch: Batch,
                            config: TrainConfig) -> dict[str, float]:
     """The released code's update: both gradients from one forward pass, both steps at once."""
-    z = sample_noise(len(x), config, x.device)
-    real_logits, fake_logits = d(x), d(g(z))
+    z = sample_noise(len(batch.x), config, batch.x.device)
+    real_logits = d(batch.x, batch.d_cond)
+    fake_logits = d(batch.fake(g, z), batch.d_cond)
     d_loss = discriminator_loss(real_logits, fake_logits)
     g_loss = generator_loss(fake_logits, config.g_loss)
     opt_d.zero_grad(set_to_none=True)
@@ -148,11 +187,31 @@ def stop_on_signal() -> Iterator[dict[str, bool]]:
             signal.signal(s, h)
 
 
-def save_samples(path: Path, g: Generator, fixed_z: torch.Tensor, config: TrainConfig,
-                 title: str) -> Path:
+def fixed_condition(config: TrainConfig, x_all: torch.Tensor) -> Batch:
+    """What the per-epoch sample grid (10 wide, 10 rows for images) is conditioned on: row
+    r is class r mod classes; or for inpainting, training image r under mask family r mod 4,
+    half hidden, ten completions per row."""
+    n = N_FIXED_SAMPLES[config.image_data]
+    rows = torch.arange(n, device=x_all.device) // 10
+    if config.classes:
+        return make_batch(config, x_all[:n], one_hot(rows % config.classes, config.classes),
+                          np.random.default_rng(0))
+    if config.inpainting:
+        images = x_all[: n // 10].repeat_interleave(10, dim=0)
+        masks = np.stack([family_mask(FAMILIES[r % len(FAMILIES)], 0.5,
+                                      np.random.default_rng(r), IMAGE_SHAPE[1:])
+                          for r in range(n // 10)]).reshape(n // 10, -1)
+        m = torch.from_numpy(masks.astype(np.float32)).to(x_all.device)
+        m = m.repeat_interleave(10, dim=0)
+        return Batch(images, torch.cat([images * (1 - m), m], dim=1), m, m)
+    return Batch(x_all[:n])
+
+
+def save_samples(path: Path, g: Generator, fixed_z: torch.Tensor, fixed: Batch,
+                 config: TrainConfig, title: str) -> Path:
     g.eval()
     with torch.no_grad():
-        x = g(fixed_z).cpu().numpy()
+        x = fixed.fake(g, fixed_z).cpu().numpy()
     g.train()
     if config.image_data:
         return save_grid(path, x.reshape(-1, *IMAGE_SHAPE[1:]), cols=10)
@@ -160,18 +219,23 @@ def save_samples(path: Path, g: Generator, fixed_z: torch.Tensor, config: TrainC
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None = None,
-          data_dir: str | Path | None = None, resume: bool = False,
-          max_steps: int | None = None, progress: bool = True) -> RunResult:
-    """Run (or resume) training into `out_dir`. `max_steps` stops early, as an interruption
-    would; Ctrl-C / SIGTERM save a checkpoint and return with `interrupted=True`."""
+          labels: np.ndarray | None = None, data_dir: str | Path | None = None,
+          resume: bool = False, max_steps: int | None = None, progress: bool = True) -> RunResult:
+    """Run (or resume) training into `out_dir` on `data` (and `labels`, for a conditional
+    model), else the config's dataset. `max_steps` stops early, as an interruption would;
+    Ctrl-C / SIGTERM save a checkpoint and return with `interrupted=True`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    train_x = training_data(config, data_dir) if data is None else data
+    train_x, train_y = training_data(config, data_dir) if data is None else (data, labels)
     if train_x.ndim != 2 or train_x.shape[1] != config.data_dim:
         raise ValueError(f"training data must be (n, {config.data_dim}), got {train_x.shape}")
+    if config.classes and (train_y is None or train_y.shape != (len(train_x),)
+                           or not 0 <= train_y.min() <= train_y.max() < config.classes):
+        raise ValueError(f"a conditional model needs one label in 0..{config.classes - 1} "
+                         "per training row")
 
     torch.manual_seed(config.seed)  # initial weights; a resumed run restores its RNG below
     g, d = build_networks(config)
@@ -185,10 +249,13 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
         step, seconds_before = restore_checkpoint(state, g, d, opt_g, opt_d)
 
     x_all = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32)).to(device)
+    c_all = (one_hot(torch.from_numpy(train_y), config.classes).to(device) if config.classes
+             else None)
     per_epoch = iterations_per_epoch(config, len(x_all))
     batches = config.k if config.update_scheme == "alternating" else 1
     fixed_z = sample_noise(N_FIXED_SAMPLES[config.image_data], config,
                            generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
+    fixed = fixed_condition(config, x_all)
     started = time.perf_counter()
     window: dict[str, list[float]] = {}
     interrupted = False
@@ -213,7 +280,11 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
                 for opt in (opt_g, opt_d):
                     set_hyperparameters(opt, lr, momentum)
                 rows = order[i * batches * config.batch_size:(i + 1) * batches * config.batch_size]
-                real = [x_all[part] for part in rows.split(config.batch_size)]
+                # an inpainting model's masks: a function of (seed, step), so a resumed run
+                # draws the same ones
+                masks_rng = np.random.default_rng([config.seed, step])
+                real = [make_batch(config, x_all[part], None if c_all is None else c_all[part],
+                                   masks_rng) for part in rows.split(config.batch_size)]
                 if config.update_scheme == "alternating":
                     stats = alternating_iteration(g, d, opt_g, opt_d, real, config)
                 else:
@@ -242,7 +313,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, data: np.ndarray | None =
                 log({"event": "epoch", "epoch": epoch, "step": step,
                      "seconds": round(elapsed(), 3), "device": str(device),
                      "seconds_per_iteration": seconds_per_iter})
-                save_samples(sample_file(out, epoch), g, fixed_z, config, f"epoch {epoch}")
+                save_samples(sample_file(out, epoch), g, fixed_z, fixed, config,
+                             f"epoch {epoch}")
                 if config.snapshot_every and epoch % config.snapshot_every == 0:
                     save_snapshots(out, epoch, {"generator": g, "discriminator": d})
                 if progress:

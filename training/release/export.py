@@ -1,8 +1,11 @@
 """`python -m training export RUN --name NAME`: G and D of a run as ONNX, with the model
 card (`model.json`, docs/model-card.md) the service reads, and the evaluation of the exported files.
 
-generator.onnx:     z (N, dim) float32 -> x (N, *IMAGE_SHAPE) in [0, 1]
-discriminator.onnx: x (N, *IMAGE_SHAPE) -> logit (N, 1), dropout off
+generator.onnx:     z (N, dim) float32 [, c (N, K) float32 one-hot] -> x (N, *IMAGE_SHAPE) in [0, 1]
+discriminator.onnx: x (N, *IMAGE_SHAPE) [, c (N, K)] -> logit (N, 1), dropout off
+
+c is there for a conditional run (§7.1, `classes` K > 0, docs/conditional.md): the card then
+declares it under `conditioning`.
 
 The folder is written beside models/NAME and swapped in whole once complete: an export
 never leaves a half-written model, and replaces an existing one only with `force`.
@@ -29,7 +32,7 @@ from training.config import PRESETS, TrainConfig
 from training.data.mnist import IMAGE_SHAPE, MNIST_SHA256, TRAIN_STOP, load_mnist
 from training.evaluation.generators import onnx_source
 from training.evaluation.report import evaluate
-from training.gan.networks import Generator, build_networks, latent_prior, sample_noise
+from training.gan.networks import Generator, build_networks, latent_prior, one_hot, sample_noise
 from training.onnx_io import OPSET, cpu_session, export_onnx
 from training.release.average import average_generator
 from training.release.select import select_snapshot, select_window
@@ -44,19 +47,22 @@ from training.runs import (
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 PARITY_TOLERANCE = 1e-5
+# The name of the label input of a conditional model's graphs (the card's conditioning.input).
+LABEL_INPUT = "c"
 # Fields that say how a run was executed, not what was trained.
 RUN_ONLY_FIELDS = {"epochs", "seed", "device", "threads", "log_every", "snapshot_every"}
 
 
 class ImageGenerator(nn.Module):
-    """G with its output shaped as images, as the service expects."""
+    """G with its output shaped as images, as the service expects (and the one-hot label c
+    beside z for a conditional G)."""
 
     def __init__(self, g: Generator) -> None:
         super().__init__()
         self.g = g
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.g(z).view(-1, *IMAGE_SHAPE)
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.g(z, c).view(-1, *IMAGE_SHAPE)
 
 
 def nearest_preset(config: TrainConfig) -> tuple[str, dict]:
@@ -112,7 +118,8 @@ def load_average(run: Path, first: int, last: int) -> tuple[TrainConfig, dict, d
 
 def check_parity(g: nn.Module, d: nn.Module, folder: Path, config: TrainConfig,
                  batch_sizes: tuple[int, ...] = (1, 7, 256)) -> dict[str, float]:
-    """Largest |onnxruntime - torch| over fresh random batches, for G's images and D's logit."""
+    """Largest |onnxruntime - torch| over fresh random batches, for G's images and D's logit
+    (a conditional model's on random labels too)."""
     gen = torch.Generator().manual_seed(2024)
     g_sess, d_sess = (cpu_session(folder / NETWORK_FILES[net])
                       for net in ("generator", "discriminator"))
@@ -121,9 +128,12 @@ def check_parity(g: nn.Module, d: nn.Module, folder: Path, config: TrainConfig,
         for n in batch_sizes:
             z = sample_noise(n, config, generator=gen)
             x = torch.rand(n, *IMAGE_SHAPE, generator=gen)
-            pairs = (("generator", g_sess, g(z), z), ("discriminator", d_sess, d(x), x))
+            c = (one_hot(torch.randint(config.classes, (n,), generator=gen), config.classes)
+                 if config.classes else None)
+            extra = {LABEL_INPUT: c.numpy()} if config.classes else {}
+            pairs = (("generator", g_sess, g(z, c), z), ("discriminator", d_sess, d(x, c), x))
             for name, session, expected, inp in pairs:
-                got = session.run(None, {session.get_inputs()[0].name: inp.numpy()})[0]
+                got = session.run(None, {session.get_inputs()[0].name: inp.numpy(), **extra})[0]
                 worst[name] = max(worst[name], float(np.abs(got - expected.numpy()).max()))
     return worst
 
@@ -153,7 +163,7 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
     else:
         if select:
             selection = select_snapshot(run, mnist, with_discriminator=True,
-                                        finalists=finalists)
+                                        finalists=finalists, n_samples=evaluation_samples)
             epoch = selection.epoch
         config, g_state, d_state, facts = load_pair(run, epoch)
     if not config.image_data:
@@ -174,10 +184,10 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
         if run_evaluation:
             generator = target / written.generator.file  # where it is measured from
             source = onnx_source(staged / written.generator.file, written.latent,
-                                 str(generator))
+                                 str(generator), written.conditioning)
             report = evaluate(source, staged / "evaluation", mnist, seeds=evaluation_seeds,
                               n_samples=evaluation_samples, run=run,
-                              validation_parzen=selection.cheap if select else None)
+                              selection=selection if select else None)
             card["evaluation"] = evaluation_summary(report, target)
             write_card(staged, card)
     return target
@@ -186,14 +196,25 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
 def export_networks(g_img: nn.Module, d: nn.Module, folder: Path,
                     config: TrainConfig) -> dict[str, float]:
     """Write generator.onnx and discriminator.onnx into `folder`; their parity with torch,
-    refused above PARITY_TOLERANCE."""
-    export_onnx(g_img, sample_noise(2, config), folder / NETWORK_FILES["generator"], "z", ["x"])
-    export_onnx(d, torch.zeros(2, *IMAGE_SHAPE), folder / NETWORK_FILES["discriminator"], "x",
-                ["logit"])
+    refused above PARITY_TOLERANCE. A conditional pair takes c beside z and beside x."""
+    c = one_hot(torch.tensor([0, config.classes - 1]), config.classes) if config.classes else None
+    labels = ([LABEL_INPUT], (c,)) if config.classes else ([], ())
+    export_onnx(g_img, (sample_noise(2, config), *labels[1]),
+                folder / NETWORK_FILES["generator"], ["z", *labels[0]], ["x"])
+    export_onnx(d, (torch.zeros(2, *IMAGE_SHAPE), *labels[1]),
+                folder / NETWORK_FILES["discriminator"], ["x", *labels[0]], ["logit"])
     parity = check_parity(g_img, d, folder, config)
     if max(parity.values()) > PARITY_TOLERANCE:
         raise RuntimeError(f"onnxruntime differs from torch by {parity} (> {PARITY_TOLERANCE})")
     return parity
+
+
+def conditioning(config: TrainConfig) -> dict | None:
+    """The card's `conditioning` of a conditional MNIST model: the digit, as one-hot c."""
+    if not config.classes:
+        return None
+    return {"kind": "class", "input": LABEL_INPUT, "classes": config.classes,
+            "names": [str(k) for k in range(config.classes)]}
 
 
 def model_card(name: str, run: Path, chosen: str, config: TrainConfig, facts: dict,
@@ -201,7 +222,7 @@ def model_card(name: str, run: Path, chosen: str, config: TrainConfig, facts: di
     """The card of the networks in `folder` (docs/model-card.md), its evaluation still empty. The
     version says when, from which run and what was chosen: 2026-11-24-vlong-average795-895."""
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return {
+    card = {
         "name": name,
         "version": f"{created[:10]}-{run.name}-{chosen}",
         "created": created,
@@ -218,17 +239,34 @@ def model_card(name: str, run: Path, chosen: str, config: TrainConfig, facts: di
         "export": {"parity_max_abs_error": parity, "selection": selection},
         "evaluation": {},
     }
+    if config.classes:  # an unconditional card stays as it was, without the key
+        card["conditioning"] = conditioning(config)
+    return card
 
 
 def evaluation_summary(report: dict, folder: Path) -> dict:
-    """What the card keeps of the evaluation report of the model in `folder`."""
-    p = report["parzen"]
-    return {
+    """What the card keeps of the evaluation report of the model in `folder`: the
+    classifier-based scores first (FD, precision, recall; for a conditional model label
+    agreement and per-class FD), then the paper's Parzen estimate as the faithfulness check,
+    mode coverage and memorisation."""
+    p, pr = report["parzen"], report["precision_recall"]
+    summary = {
+        "classifier_fd": report["classifier_fd"],
+        "precision_recall": {key: pr[key] for key in ("precision", "recall", "k", "n_samples",
+                                                      "reference_valid_vs_test")},
+    }
+    if "label_agreement" in report:
+        a, c = report["label_agreement"], report["class_fd"]
+        summary["label_agreement"] = {key: a[key] for key in (
+            "overall", "per_class", "n_per_class", "classifier_test_accuracy")}
+        summary["class_fd"] = {key: c[key] for key in (
+            "mean", "per_class", "floor_valid_vs_test_mean", "n_per_class")}
+    summary.update({
         "parzen": {"ll": p["ll"], "se": p["se"], "sigma": p["sigma"],
                    "n_samples": p["n_samples"], "spread_over_seeds": p["spread_over_seeds"],
                    "seeds": p["seeds"], "ceiling": p["ceiling_real_train_images"]},
-        "classifier_fd": report["classifier_fd"],
         "modes": report["modes"],
         "memorisation": report["memorisation"],
         "command": f"python -m training evaluate {folder}",
-    }
+    })
+    return summary
