@@ -209,6 +209,11 @@ def row4_peer(duration: str, users: int) -> tuple[list[str], dict[str, float]]:
         ratios[profile] = ours["rps"] / theirs["rps"]
         lines.append(f"| {profile} | **ratio** | **{ratios[profile]:.2f}×** | "
                      f"{ours['p99'] / max(theirs['p99'], 1e-9):.2f}× | |")
+    if (MODELS / "mnist-conditional").is_dir():  # §7.1: labelled samples; the peer has none
+        with serving_shipped() as server:
+            r = _locust("labelled", server.url, users, duration, out / "c-labelled")
+        lines.append(f"| labelled n=16 ({users} users) | counterfeit | {r['rps'] * 16:,.0f} | "
+                     f"{r['p99']:.0f} | {r['failures']} |")
     return lines, ratios
 
 

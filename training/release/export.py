@@ -182,13 +182,14 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
             {"by": "latest checkpoint" if epoch is None else f"snapshot of epoch {epoch}"}))
         written = write_card(staged, card)
         if run_evaluation:
-            generator = target / written.generator.file  # where it is measured from
+            # where it is measured from, as a reader of the card finds it
+            generator = shown_path(target / written.generator.file)
             source = onnx_source(staged / written.generator.file, written.latent,
-                                 str(generator), written.conditioning)
+                                 generator, written.conditioning)
             report = evaluate(source, staged / "evaluation", mnist, seeds=evaluation_seeds,
                               n_samples=evaluation_samples, run=run,
                               selection=selection if select else None)
-            card["evaluation"] = evaluation_summary(report, target)
+            card["evaluation"] = evaluation_summary(report, shown_path(target))
             write_card(staged, card)
     return target
 
@@ -244,7 +245,16 @@ def model_card(name: str, run: Path, chosen: str, config: TrainConfig, facts: di
     return card
 
 
-def evaluation_summary(report: dict, folder: Path) -> dict:
+def shown_path(path: Path) -> str:
+    """`path` as a card shows it: relative to the repository when inside it, so that no
+    machine's folder names end up in a committed card."""
+    try:
+        return str(path.resolve().relative_to(MODELS_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
+def evaluation_summary(report: dict, folder: Path | str) -> dict:
     """What the card keeps of the evaluation report of the model in `folder`: the
     classifier-based scores first (FD, precision, recall; for a conditional model label
     agreement and per-class FD), then the paper's Parzen estimate as the faithfulness check,
