@@ -90,7 +90,7 @@ class JobRunner:
                                f"limit {self.limits.max_queued}); retry later", 429,
                                retry_after=30)
         shape = model.card.image.card_shape
-        size = n * int(np.prod(shape))
+        size = result_bytes(n, shape)
         reserved = self.counters.add(RESERVED_BYTES, size)
         if reserved > self.limits.max_bytes:
             self.counters.add(RESERVED_BYTES, -size)
@@ -214,19 +214,24 @@ class JobRunner:
         removed = 0
         for marker, job_id in self.store.expired(now):
             try:
-                state = self.store.status(job_id)
-                size = state["n"] * int(np.prod(state["image_shape"]))
-            except RequestError:
-                size = 0  # unreadable: its reservation cannot be known; the folder goes
+                state: dict | None = self.store.status(job_id)
+            except RequestError:  # unreadable: its reservation cannot be known; it goes
+                state = None
             self.store.delete(job_id)
             marker.unlink(missing_ok=True)
-            if size:
-                self.counters.add(RESERVED_BYTES, -size)
+            if state is not None:
+                self.counters.add(RESERVED_BYTES, -result_bytes(state["n"],
+                                                                state["image_shape"]))
             self.counters.forget(f"beat:{job_id}")
-            for attempt in range(1, (state.get("attempt", 1) if size else 1) + 1):
+            for attempt in range(1, (state["attempt"] if state else 1) + 1):
                 self.counters.release(f"claim:{job_id}:{attempt}")
             removed += 1
         return removed
+
+
+def result_bytes(n: int, image_shape: tuple[int, ...] | list[int]) -> int:
+    """What a job's result takes on disk (uint8 images): what the quota reserves for it."""
+    return n * int(np.prod(image_shape))
 
 
 def _progressed(state: dict, done: int) -> dict | None:

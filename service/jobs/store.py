@@ -129,7 +129,7 @@ class JobStore:
         except ValueError as err:
             raise RequestError("job_id", f"this job's state file is unreadable ({err}); "
                                "submit the job again", 404) from None
-        return {**state, "progress": round(state["done"] / state["n"], 4)}
+        return _with_progress(state)
 
     def transition(self, job_id: str, change: Callable[[dict], dict | None]) -> dict:
         """Apply `change` to the job's state under the job's lock, so that a cancel, a
@@ -144,7 +144,7 @@ class JobStore:
             self._write_state(job_id, new)
             if new["state"] in FINISHED_STATES and state["state"] not in FINISHED_STATES:
                 (self.active_dir / job_id).unlink(missing_ok=True)
-            return {**new, "progress": round(new["done"] / new["n"], 4)}
+            return _with_progress(new)
 
     def finish(self, job_id: str, state: str, retention_s: float, **extra: object) -> dict:
         """Mark the job finished (completed, failed or canceled) unless it already is, and
@@ -257,6 +257,10 @@ class JobStore:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _with_progress(state: dict) -> dict:
+    return {**state, "progress": round(state["done"] / state["n"], 4)}
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:

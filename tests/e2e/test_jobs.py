@@ -11,22 +11,9 @@ from pathlib import Path
 import httpx
 
 from loadtests.server import kill_hard, serving
-from tests.jobs import wait_for_job
+from tests.jobs import running_with_chunks, wait_for_job
 
 LEASE = {"COUNTERFEIT_JOB_LEASE_SECONDS": "2"}
-
-
-def _running_with_chunks(client: httpx.Client, job_id: str, chunks: int,
-                         timeout: float = 60) -> dict:
-    """The job's status once it is running with at least `chunks` chunks done."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = client.post("/jobs/status", json={"job_id": job_id}).json()
-        if status["state"] == "running" and status["done"] >= chunks * status["chunk_rows"]:
-            return status
-        assert status["state"] in ("queued", "running"), status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.01)
 
 
 def _result(client: httpx.Client, job_id: str) -> bytes:
@@ -42,7 +29,7 @@ def test_a_job_killed_with_its_server_resumes_after_a_restart_bit_identical(
     with serving(served_models, tmp_path, **settings) as server, \
             httpx.Client(base_url=server.url, timeout=30) as client:
         job_id = client.post("/jobs/submit", json={"n": n, "seed": 21}).json()["job_id"]
-        before = _running_with_chunks(client, job_id, 2)
+        before = running_with_chunks(client, job_id, 2)
         kill_hard(server.pid)  # no shutdown hook runs: the job is left "running"
     assert before["done"] < n
     with serving(served_models, tmp_path, **settings) as server, \
@@ -82,7 +69,7 @@ def test_a_flood_of_queued_jobs_leaves_requests_answered(served_models: Path,
             httpx.Client(base_url=server.url, timeout=30) as client:
         jobs = [client.post("/jobs/submit", json={"n": 100_000, "seed": i}) for i in range(64)]
         assert [r.status_code for r in jobs] == [202] * 64
-        _running_with_chunks(client, jobs[0].json()["job_id"], 1)
+        running_with_chunks(client, jobs[0].json()["job_id"], 1)
 
         def sample(i: int) -> float:
             started = time.perf_counter()

@@ -7,7 +7,6 @@ Needs Debian's redis-server and haproxy (.ci/run installs them)."""
 from __future__ import annotations
 
 import shutil
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from loadtests.server import (
     started,
     wait_for,
 )
-from tests.jobs import wait_for_job
+from tests.jobs import running_with_chunks, wait_for_job
 
 pytestmark = [
     pytest.mark.replicas,
@@ -91,11 +90,7 @@ def test_two_replicas_behind_haproxy_survive_a_sigkill_mid_job(served_models: Pa
 
         n, seed = 100_000, 77
         job_id = client.post("/jobs/submit", json={"n": n, "seed": seed}).json()["job_id"]
-        deadline = time.monotonic() + 60
-        while (status := client.post("/jobs/status", json={"job_id": job_id}).json())[
-                "done"] < 2 * status["chunk_rows"]:
-            assert status["state"] in ("queued", "running") and time.monotonic() < deadline
-            time.sleep(0.01)
+        status = running_with_chunks(client, job_id, 2)
         victim = _replica_of(status["worker"], replicas)
         kill_hard(replicas[victim].pid)
         survivor = replicas["b" if victim == "a" else "a"]
