@@ -26,7 +26,17 @@ JSON = {"content-type": "application/json"}
 # the served model's image shape: every answer is checked against it
 SHAPE = read_card(Path(__file__).resolve().parent.parent / "models" / "mnist-mlp").image \
     .card_shape
-CONDITIONAL = Path(__file__).resolve().parent.parent / "models" / "mnist-conditional"
+MODELS = Path(__file__).resolve().parent.parent / "models"
+CONDITIONAL = MODELS / "mnist-conditional"
+INPAINTING = MODELS / "mnist-inpaint"
+HAS_ENCODER = read_card(MODELS / "mnist-mlp").encoder is not None
+
+
+def _upload_npy(rows: int) -> bytes:
+    """`rows` random uint8 images of the served shape, as an .npy upload."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.random.default_rng().integers(0, 256, (rows, *SHAPE), dtype=np.uint8))
+    return buffer.getvalue()
 
 
 def _npy(response, expected_shape: tuple[int, ...]) -> None:
@@ -135,6 +145,52 @@ class Scorer(HttpUser):
             scores = r.json().get("scores", []) if r.status_code == 200 else []
             if len(scores) != 16 or not all(0 <= s <= 1 for s in scores):
                 r.failure(f"status {r.status_code}, {len(scores)} scores")
+
+
+if HAS_ENCODER:  # §7.2: where mnist-mlp has its encoder, the mixed profile inverts too
+    class Inverter(HttpUser):
+        """Someone finding the latents of 8 of their own digits (/invert, json), to walk
+        between them. Profile `invert`."""
+
+        weight = 1
+        wait_time = between(0.5, 1.5)
+
+        def on_start(self) -> None:
+            self.payload = _upload_npy(8)
+
+        @task
+        def invert(self) -> None:
+            with self.client.post("/invert", files={"file": ("x.npy", self.payload)},
+                                  name="/invert n=8", catch_response=True) as r:
+                body = r.json() if r.status_code == 200 else {}
+                z, errors = body.get("z", []), body.get("pixel_error", [])
+                if len(z) != 8 or len(errors) != 8 or not all(0 <= e <= 1 for e in errors):
+                    r.failure(f"status {r.status_code}: {r.text[:200]}")
+
+
+if INPAINTING.is_dir():  # §7.3: where the inpainting model is served
+    class Inpainter(HttpUser):
+        """Someone restoring 2 damaged digits, 8 completions each, half hidden (/inpaint
+        npy). Profile `inpaint`."""
+
+        weight = 1
+        wait_time = between(0.5, 1.5)
+
+        def on_start(self) -> None:
+            self.payload = _upload_npy(2)
+
+        @task
+        def inpaint(self) -> None:
+            data = {"family": random.choice(["half", "quarters", "centre", "pixels"]), "k": "8",
+                    "seed": str(random.randrange(2**31)), "format": "npy",
+                    "model": INPAINTING.name}
+            with self.client.post("/inpaint", files={"file": ("x.npy", self.payload)},
+                                  data=data, name="/inpaint n=2 k=8 npy",
+                                  catch_response=True) as r:
+                if r.status_code != 200:
+                    r.failure(f"status {r.status_code}: {r.text[:200]}")
+                else:
+                    _npy(r, (2, 8, *SHAPE))
 
 
 class BatchJobUser(HttpUser):

@@ -29,6 +29,8 @@ PROFILES = {
     "score": ["Scorer"],
     "jobs": ["BatchJobUser"],
     "labelled": ["LabelledSampleUser"],  # needs models/mnist-conditional
+    "invert": ["Inverter"],  # needs models/mnist-mlp/encoder.onnx
+    "inpaint": ["Inpainter"],  # needs models/mnist-inpaint
 }
 
 

@@ -53,26 +53,26 @@ def encode_png_grid(images: np.ndarray, spec: ImageSpec, cols: int | None = None
     return out.getvalue()
 
 
-def _npy_header(raw: bytes) -> tuple[dict, int]:
+def _npy_header(raw: bytes, field: str = "file") -> tuple[dict, int]:
     """The header dict of a .npy file and where its data starts, without numpy's loader
     (which would allocate, or unpickle, before we can look)."""
     if not raw.startswith(NPY_MAGIC) or len(raw) < 10:
-        raise RequestError("file", "not a .npy file (bad magic bytes)")
+        raise RequestError(field, "not a .npy file (bad magic bytes)")
     major = raw[6]
     if major == 1:
         length, start = int.from_bytes(raw[8:10], "little"), 10
     elif major in (2, 3):
         length, start = int.from_bytes(raw[8:12], "little"), 12
     else:
-        raise RequestError("file", f"unsupported .npy version {major}")
+        raise RequestError(field, f"unsupported .npy version {major}")
     if len(raw) < start + length or length > 4096:
-        raise RequestError("file", ".npy header truncated or too long")
+        raise RequestError(field, ".npy header truncated or too long")
     try:
         header = ast.literal_eval(raw[start:start + length].decode("latin1"))
     except (ValueError, SyntaxError) as err:
-        raise RequestError("file", ".npy header is not a valid dict") from err
+        raise RequestError(field, ".npy header is not a valid dict") from err
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise RequestError("file", ".npy header must have descr, fortran_order and shape")
+        raise RequestError(field, ".npy header must have descr, fortran_order and shape")
     return header, start + length
 
 
@@ -80,53 +80,53 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "(n, " + ", ".join(map(str, shape)) + ")"
 
 
-def decode_npy(raw: bytes, spec: ImageSpec) -> np.ndarray:
+def decode_npy(raw: bytes, spec: ImageSpec, field: str = "file") -> np.ndarray:
     """(n, *image.shape), (n, C, H, W) or (n, C*H*W), float in [0, 1] or uint8, at most
     MAX_SCORE_IMAGES images -> (n, *image.shape) float32."""
-    header, offset = _npy_header(raw)
+    header, offset = _npy_header(raw, field)
     try:
         dtype = np.dtype(header["descr"])
     except (TypeError, ValueError) as err:
-        raise RequestError("file", f"unknown .npy dtype {header['descr']!r}") from err
+        raise RequestError(field, f"unknown .npy dtype {header['descr']!r}") from err
     if dtype.hasobject or dtype.kind not in "fu" or (dtype.kind == "u" and dtype != np.uint8):
-        raise RequestError("file", f"dtype must be float16/32/64 or uint8, got {dtype}")
+        raise RequestError(field, f"dtype must be float16/32/64 or uint8, got {dtype}")
     shape = header["shape"]
     if not (isinstance(shape, tuple) and all(isinstance(s, int) and s >= 0 for s in shape)):
-        raise RequestError("file", "shape must be a tuple of non-negative ints")
+        raise RequestError(field, "shape must be a tuple of non-negative ints")
     accepted = {spec.card_shape, spec.shape, (spec.pixels,)}
     if len(shape) < 2 or shape[1:] not in accepted:
-        raise RequestError("file", f"shape must be {_shape_text(spec.card_shape)} or "
+        raise RequestError(field, f"shape must be {_shape_text(spec.card_shape)} or "
                            f"{_shape_text((spec.pixels,))}, got {shape}")
     if not 1 <= shape[0] <= MAX_SCORE_IMAGES:
-        raise RequestError("file", f"between 1 and {MAX_SCORE_IMAGES} images, got {shape[0]}")
+        raise RequestError(field, f"between 1 and {MAX_SCORE_IMAGES} images, got {shape[0]}")
     if header["fortran_order"]:
-        raise RequestError("file", "fortran_order arrays are not accepted")
+        raise RequestError(field, "fortran_order arrays are not accepted")
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) - offset != expected:
-        raise RequestError("file", f".npy data has {len(raw) - offset} bytes, shape {shape} "
+        raise RequestError(field, f".npy data has {len(raw) - offset} bytes, shape {shape} "
                            f"of {dtype} needs {expected}")
     array = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape[0], *spec.card_shape)
     if dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
-        raise RequestError("file", "values must be finite (no NaN or Inf)")
+        raise RequestError(field, "values must be finite (no NaN or Inf)")
     if array.min() < 0.0 or array.max() > 1.0:
-        raise RequestError("file", "float values must lie in [0, 1]")
+        raise RequestError(field, "float values must lie in [0, 1]")
     return array
 
 
-def decode_png(raw: bytes, spec: ImageSpec) -> np.ndarray:
+def decode_png(raw: bytes, spec: ImageSpec, field: str = "file") -> np.ndarray:
     """One PNG of the image's size -> (1, *image.shape). A grey model takes grey 1/8/16-bit
     PNGs (colour ones converted to grey); an RGB model converts any PNG to RGB."""
     channels, height, width = spec.shape
     try:
         with Image.open(io.BytesIO(raw)) as picture:
             if picture.format != "PNG":
-                raise RequestError("file", f"expected a PNG, got {picture.format}")
+                raise RequestError(field, f"expected a PNG, got {picture.format}")
             # checked from the header, before any pixel is decoded (decompression bombs)
             if picture.size != (width, height):
-                raise RequestError("file", f"PNG must be {width}x{height}, got "
+                raise RequestError(field, f"PNG must be {width}x{height}, got "
                                    f"{picture.size[0]}x{picture.size[1]}")
             if channels == 3:
                 array = np.asarray(picture.convert("RGB"), dtype=np.float64).transpose(2, 0, 1) \
@@ -138,16 +138,49 @@ def decode_png(raw: bytes, spec: ImageSpec) -> np.ndarray:
     except RequestError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise RequestError("file", f"not a readable PNG ({err})") from err
+        raise RequestError(field, f"not a readable PNG ({err})") from err
     return array.astype(np.float32).reshape(1, *spec.card_shape)
 
 
-def decode_upload(raw: bytes, spec: ImageSpec) -> np.ndarray:
+def decode_upload(raw: bytes, spec: ImageSpec, field: str = "file") -> np.ndarray:
     """An uploaded .npy or PNG -> (n, *image.shape) float32 in [0, 1]."""
     if not raw:
-        raise RequestError("file", "the upload is empty")
+        raise RequestError(field, "the upload is empty")
     if raw.startswith(NPY_MAGIC):
-        return decode_npy(raw, spec)
+        return decode_npy(raw, spec, field)
     if raw.startswith(PNG_MAGIC):
-        return decode_png(raw, spec)
-    raise RequestError("file", "upload a .npy array or a PNG image")
+        return decode_png(raw, spec, field)
+    raise RequestError(field, "upload a .npy array or a PNG image")
+
+
+def decode_mask(raw: bytes, size: tuple[int, int], n: int, field: str = "mask") -> np.ndarray:
+    """An uploaded inpainting mask -> (n, H, W) bool, True where a pixel is hidden: a .npy
+    of (H, W) (one mask for every image) or (n, H, W), of bools or the numbers 0 and 1; or
+    a PNG of the image's size (one mask for every image), white (>= 128) hidden."""
+    if not raw:
+        raise RequestError(field, "the upload is empty")
+    height, width = size
+    if raw.startswith(PNG_MAGIC):
+        grey = decode_png(raw, ImageSpec.of((1, height, width)), field)
+        return np.broadcast_to(grey.reshape(1, height, width) >= 0.5, (n, height, width))
+    if not raw.startswith(NPY_MAGIC):
+        raise RequestError(field, "upload a .npy array or a PNG image")
+    header, offset = _npy_header(raw, field)
+    try:
+        dtype = np.dtype(header["descr"])
+    except (TypeError, ValueError) as err:
+        raise RequestError(field, f"unknown .npy dtype {header['descr']!r}") from err
+    if dtype.hasobject or dtype.kind not in "buif":
+        raise RequestError(field, f"dtype must be bool or numeric, got {dtype}")
+    shape = header["shape"]
+    if shape not in ((height, width), (n, height, width)) or header["fortran_order"]:
+        raise RequestError(field, f"shape must be ({height}, {width}) or ({n}, {height}, "
+                           f"{width}) (one mask for all images, or one per image), got {shape}")
+    expected = math.prod(shape) * dtype.itemsize
+    if len(raw) - offset != expected:
+        raise RequestError(field, f".npy data has {len(raw) - offset} bytes, shape {shape} "
+                           f"of {dtype} needs {expected}")
+    values = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+    if dtype.kind != "b" and not np.isin(values, (0, 1)).all():
+        raise RequestError(field, "values must be 0 (visible) or 1 (hidden)")
+    return np.broadcast_to(values.astype(bool), (n, height, width))

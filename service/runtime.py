@@ -2,7 +2,8 @@
 onnxruntime, and the networks' calls. No torch, no BentoML.
 
 Every shape comes from the card (service/contract/card.py): a model is a folder
-`models/<name>/` with `model.json`, `generator.onnx` and, optionally, `discriminator.onnx`.
+`models/<name>/` with `model.json`, `generator.onnx` and, optionally, `discriminator.onnx`
+and `encoder.onnx`.
 Anything missing, corrupt or not matching its card raises CardError naming the file and
 the problem, so the service stops at start-up.
 """
@@ -79,12 +80,27 @@ class Model:
     def has_discriminator(self) -> bool:
         return "discriminator" in self.sessions
 
+    @property
+    def has_encoder(self) -> bool:
+        return "encoder" in self.sessions
+
+    @property
+    def inpaints(self) -> bool:
+        """G completes images given their visible pixels (§7.3) rather than drawing them."""
+        return self.card.inpainting is not None
+
     def latents(self, n: int, seed: int) -> np.ndarray:
         """The seed contract (card.Latent.sample)."""
         return self.card.latent.sample(n, seed)
 
-    def _feeds(self, name: str, array: np.ndarray, labels: np.ndarray | None) -> dict:
+    def _feeds(self, name: str, array: np.ndarray, labels: np.ndarray | None,
+               mask: np.ndarray | None = None) -> dict:
         feeds = {name: array}
+        inpainting = self.card.inpainting
+        if inpainting is not None:
+            if mask is None or len(mask) != len(array):
+                raise ValueError(f"{self.name} inpaints: one mask per row is needed")
+            feeds[inpainting.mask_input] = np.ascontiguousarray(mask, np.float32)
         conditioning = self.card.conditioning
         if conditioning is not None:
             if labels is None or len(labels) != len(array):
@@ -99,11 +115,35 @@ class Model:
         # onnxruntime's float32 sigmoid can return 1 + 1 ulp: keep the [0, 1] promise
         return np.clip(x, 0.0, 1.0, out=x).reshape(len(z), *self.card.image.card_shape)
 
-    def logits(self, x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        """(n, *image.shape) float32 images in [0, 1] -> (n,) logits of D."""
+    def logits(self, x: np.ndarray, labels: np.ndarray | None = None,
+               mask: np.ndarray | None = None) -> np.ndarray:
+        """(n, *image.shape) float32 images in [0, 1] -> (n,) logits of D (an inpainting
+        model's D also reads the mask the image was completed under)."""
         x = np.ascontiguousarray(x, np.float32).reshape(len(x), *self.card.image.shape)
-        return self.sessions["discriminator"].run(None, self._feeds("x", x, labels))[0] \
+        return self.sessions["discriminator"].run(None, self._feeds("x", x, labels, mask))[0] \
             .reshape(len(x))
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """§7.2: (n, *image.shape) images in [0, 1] -> (n, dim) latents E(x) with G(E(x))
+        close to x."""
+        x = np.ascontiguousarray(x, np.float32).reshape(len(x), *self.card.image.shape)
+        return self.sessions["encoder"].run(None, {"x": x})[0]
+
+    def complete(self, z: np.ndarray, visible: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """§7.3: G(z | visible pixels): (n, dim) latents, (n, *image.shape) images and
+        (n, H, W) bool masks (True: hidden) -> (n, *card shape) images whose hidden pixels
+        G drew and whose visible pixels are `visible`'s, exactly (the graph composites too;
+        the copy here makes "exactly" independent of float arithmetic in any graph)."""
+        inpainting = self.card.inpainting
+        shape = self.card.image.shape
+        visible = np.ascontiguousarray(visible, np.float32).reshape(len(z), *shape)
+        hidden = np.asarray(mask, bool).reshape(len(z), *shape[1:])
+        feeds = {"z": np.ascontiguousarray(z, np.float32), inpainting.visible_input: visible,
+                 inpainting.mask_input: hidden.astype(np.float32)}
+        x = self.sessions["generator"].run(None, feeds)[0]
+        np.clip(x, 0.0, 1.0, out=x)
+        x = np.where(hidden[:, None], x, visible)  # every channel of a hidden pixel
+        return x.reshape(len(z), *self.card.image.card_shape)
 
 
 def _check_io(session: ort.InferenceSession, path: Path, inputs: dict[str, tuple],
@@ -143,9 +183,18 @@ def load_model(folder: Path, providers: list[str], threads: int,
     model = Model(card, sessions, provider)
     # warm-up: the first call of a session allocates; do it before /readyz says yes
     labels = np.zeros(2, np.int64) if card.conditioning else None
-    images = model.generate(model.latents(2, 0), labels)
+    z = model.latents(2, 0)
+    if model.inpaints:
+        mask = np.zeros((2, *card.image.shape[1:]), bool)
+        mask[:, 0, 0] = True
+        images = model.complete(z, np.zeros((2, *card.image.shape), np.float32), mask)
+    else:
+        mask = None
+        images = model.generate(z, labels)
     if model.has_discriminator:
-        model.logits(images, labels)
+        model.logits(images, labels, mask)
+    if model.has_encoder:
+        model.encode(images)
     return model
 
 
@@ -174,7 +223,29 @@ def load_models(models_dir: Path, device: str = "auto", threads: int = 1) -> dic
     return models
 
 
-def default_model(models: dict[str, Model]) -> str:
-    """The model of requests that name none: the first by name that needs no label, so
-    that a request without `model` works without one too; else the first by name."""
-    return min(models, key=lambda name: (models[name].card.conditioning is not None, name))
+# What a route asks of a model, and why a model that cannot do it cannot (for the 400).
+TASKS = {
+    "sample": (lambda m: not m.inpaints,
+               "completes images given their visible pixels (§7.3): use /inpaint"),
+    "score": (lambda m: m.has_discriminator and not m.inpaints,
+              "has no discriminator that scores an image alone"),
+    "invert": (lambda m: m.has_encoder, "has no encoder (encoder.onnx) to invert G with"),
+    "inpaint": (lambda m: m.inpaints, "has no mask input: it draws whole images"),
+}
+
+
+def why_not(model: Model, task: str) -> str | None:
+    """None if `model` can do `task` (a key of TASKS), else the reason it cannot."""
+    can, reason = TASKS[task]
+    return None if can(model) else f"model {model.name} {reason}"
+
+
+def default_model(models: dict[str, Model], task: str = "sample") -> str | None:
+    """The model of requests that name none: for sampling, the first by name that needs no
+    label, so that a request without `model` works without one too; for the other tasks
+    the first by name that can do them (None: no loaded model can)."""
+    able = [name for name in models if why_not(models[name], task) is None]
+    if task == "sample" and not able:
+        able = list(models)
+    return min(able, key=lambda name: (models[name].card.conditioning is not None, name),
+               default=None)

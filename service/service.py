@@ -13,10 +13,10 @@ import bentoml
 import numpy as np
 from bentoml.validators import ContentType
 from pydantic import Field
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from service import metrics
-from service.asgi import bentoml_fixes, connections
+from service.asgi import bentoml_fixes, connections, playground
 from service.asgi.access import AccessGuard
 from service.asgi.http_guard import HttpGuard
 from service.asgi.load_shedding import LoadShedder
@@ -24,11 +24,12 @@ from service.asgi.openapi import ApiDocs
 from service.batcher import MicroBatcher
 from service.contract.card import MAX_CLASSES, SEED_MAX, random_seed
 from service.contract.latent_paths import lerp, slerp
+from service.contract.masks import FAMILIES, masks
 from service.errors import RequestError, answers_request_errors
-from service.images import decode_upload, encode_npy, encode_png_grid
+from service.images import decode_mask, decode_upload, encode_npy, encode_png_grid
 from service.jobs import JobLimits, JobRunner, JobStore
 from service.jobs.store import FINISHED_STATES, LIVE_STATES
-from service.runtime import Model, default_model, load_models, threads_per_worker
+from service.runtime import TASKS, Model, default_model, load_models, threads_per_worker, why_not
 from service.startup import check_or_exit, settings_or_exit
 from service.validation import labels, latent_end, within_memory
 
@@ -36,6 +37,7 @@ SETTINGS = settings_or_exit()
 MAX_SAMPLES = 1024
 MAX_JOB_IMAGES = 100_000
 MAX_STEPS = 256
+MAX_COMPLETIONS = 64
 
 # Request fields: type, limits, description and a working example, once each.
 N = Annotated[int, Field(ge=1, le=MAX_SAMPLES, strict=True, description="How many images.",
@@ -60,6 +62,8 @@ LatentList = Annotated[list[float] | None, Field(
     examples=[None])]
 JobId = Annotated[str, Field(description="The job_id that /jobs/submit returned.",
                              examples=["0123456789abcdef0123456789abcdef"])]
+Upload = Annotated[Path, Field(description="A .npy of (n, *image shape) or (n, pixels), float "
+                                           "in [0, 1] or uint8; or one PNG of the image's size.")]
 
 log = logging.getLogger("counterfeit")
 check_or_exit(SETTINGS)
@@ -75,14 +79,39 @@ def _observer(model: Model, network: str):
 
 
 def _image_response(model: Model, images: np.ndarray, fmt: str, seed: int | None,
-                    ctx: bentoml.Context) -> Response:
+                    ctx: bentoml.Context, cols: int | None = None,
+                    npy: np.ndarray | None = None) -> Response:
+    """`images` as a PNG grid (`cols` wide), or as a .npy (of `npy` where that differs)."""
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     ctx.response.status_code = 200
     if fmt == "npy":
-        return Response(encode_npy(images.astype(np.float32)),
+        return Response(encode_npy((images if npy is None else npy).astype(np.float32)),
                         media_type="application/octet-stream", headers=headers)
-    return Response(encode_png_grid(images, model.card.image), media_type="image/png",
+    return Response(encode_png_grid(images, model.card.image, cols), media_type="image/png",
                     headers=headers)
+
+
+def _read_upload(file: object, field: str) -> bytes:
+    """The bytes of an uploaded form file, within the body limit."""
+    if not isinstance(file, Path) or not file.is_file():
+        raise RequestError(field, f"upload a file (multipart form field '{field}')")
+    if file.stat().st_size > SETTINGS.max_body_bytes:
+        raise RequestError(field, f"over {SETTINGS.max_body_bytes} bytes", 413)
+    return file.read_bytes()
+
+
+def _hidden_per_image(hidden: np.ndarray) -> np.ndarray:
+    """Each mask must leave G something to complete and something to complete it from."""
+    counts = hidden.reshape(len(hidden), -1).sum(axis=1)
+    pixels = hidden[0].size
+    for i, count in enumerate(counts):
+        if count == 0:
+            raise RequestError("mask", f"the mask of image {i} hides no pixel: nothing to "
+                               "complete")
+        if count == pixels:
+            raise RequestError("mask", f"the mask of image {i} hides every pixel: keep at "
+                               "least one visible (/sample draws whole images)")
+    return counts
 
 
 # threads: requests in flight per worker, so that concurrent small requests can batch
@@ -94,6 +123,11 @@ class Counterfeit:
         s = SETTINGS
         self.models = load_models(s.models_dir, s.device, threads_per_worker(s.workers))
         self.default = s.default_model or default_model(self.models)
+        # the model of a request that names none, per task: the default model where it
+        # can do the task, else the first that can (/inpaint: an inpainting model)
+        self.defaults = {task: self.default if why_not(self.models[self.default], task) is None
+                         else default_model(self.models, task) for task in TASKS}
+        self.defaults["sample"] = self.default
         for m in self.models.values():
             metrics.MODEL_INFO.labels(m.name, m.provider, m.card.generator.sha256).set(1)
         limits = JobLimits(max_queued=s.max_queued_jobs, max_bytes=s.jobs_max_bytes,
@@ -121,12 +155,22 @@ class Counterfeit:
     def _stop_jobs(self) -> None:
         self.jobs.stop()  # jobs in progress go back to the queue, resumed where they were
 
-    def _model(self, name: str | None) -> Model:
+    def _model(self, name: str | None, task: str = "sample") -> Model:
+        """The model a request names, or the task's default, if it can do the task."""
         if name is None:
-            return self.models[self.default]
+            name = self.defaults[task]
+            if name is None:
+                raise RequestError("model", f"no loaded model can /{task}: "
+                                   f"{TASKS[task][1].split(':')[0]} (loaded: "
+                                   f"{sorted(self.models)})", 404)
         if name not in self.models:
             raise RequestError("model", f"unknown model; loaded: {sorted(self.models)}", 404)
-        return self.models[name]
+        m = self.models[name]
+        reason = why_not(m, task)
+        if reason is not None:
+            able = sorted(n for n, other in self.models.items() if why_not(other, task) is None)
+            raise RequestError("model", f"{reason}; models that can /{task}: {able}")
+        return m
 
     def _generate(self, model: Model, z: np.ndarray, endpoint: str,
                   classes: np.ndarray | None = None) -> np.ndarray:
@@ -195,28 +239,104 @@ class Counterfeit:
     @bentoml.api(route="/score")
     @answers_request_errors
     def score(self, ctx: bentoml.Context,
-              file: Annotated[Path, Field(description="A .npy of (n, *image shape) or "
-                                                      "(n, pixels), float in [0, 1] or uint8; "
-                                                      "or one PNG of the image's size.")],
-              model: ModelName = None,
+              file: Upload, model: ModelName = None,
               label: Annotated[int | None, Field(ge=0, le=MAX_CLASSES - 1, description=(
                   "Conditional models only: the class the images claim."))] = None
               ) -> dict:
         """D(x) for each uploaded image: the discriminator's probability that it is real."""
-        m = self._model(model)
-        if not m.has_discriminator:
-            raise RequestError("model", f"model {m.name} has no discriminator to score with")
-        if not isinstance(file, Path) or not file.is_file():
-            raise RequestError("file", "upload a file (multipart form field 'file')")
-        if file.stat().st_size > SETTINGS.max_body_bytes:
-            raise RequestError("file", f"over {SETTINGS.max_body_bytes} bytes", 413)
-        x = decode_upload(file.read_bytes(), m.card.image)
+        m = self._model(model, "score")
+        x = decode_upload(_read_upload(file, "file"), m.card.image)
         logits = self._run(m, "discriminator", x, labels(m, label, len(x)))
         scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         metrics.IMAGES_SCORED.labels(m.name).inc(len(x))
         for s in scores:
             metrics.DISCRIMINATOR_SCORE.labels(m.name).observe(float(s))
         return {"model": m.name, "scores": scores.tolist(), "logits": logits.tolist()}
+
+    @bentoml.api(route="/invert")
+    @answers_request_errors
+    def invert(self, ctx: bentoml.Context, file: Upload, model: ModelName = None,
+               format: Annotated[Literal["json", "png", "npy"], Field(
+                   description="json: z, pixel errors and D's scores; png: each image beside "
+                               "its reconstruction; npy: the reconstructions, float32 "
+                               "(n, *image shape).")] = "json"
+               ) -> Annotated[bytes, ContentType("application/json")]:
+        """§7.2 of the paper: the latent z = E(x) of each uploaded image, from the model's
+        encoder, with its reconstruction G(z), the mean squared pixel error of the
+        reconstruction and D's score of it. /interpolate takes these z (z_start, z_end)."""
+        m = self._model(model, "invert")
+        x = decode_upload(_read_upload(file, "file"), m.card.image)
+        started = time.perf_counter()
+        z = m.encode(x)
+        _observer(m, "encoder")(len(x), time.perf_counter() - started)
+        reconstructions = self._generate(m, z, "invert")
+        if format != "json":
+            pairs = np.stack([x.reshape(reconstructions.shape), reconstructions], axis=1)
+            return _image_response(m, pairs.reshape(-1, *reconstructions.shape[1:]), format,
+                                   None, ctx, cols=2 * min(len(x), 8), npy=reconstructions)
+        error = ((reconstructions.reshape(len(x), -1) - x.reshape(len(x), -1)) ** 2).mean(1)
+        body = {"model": m.name, "z": z.tolist(), "pixel_error": error.tolist(),
+                "scores": None}
+        if m.has_discriminator:
+            logits = self._run(m, "discriminator", reconstructions, None)
+            body["scores"] = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).tolist()
+        ctx.response.status_code = 200
+        return JSONResponse(body)
+
+    @bentoml.api(route="/inpaint")
+    @answers_request_errors
+    def inpaint(self, ctx: bentoml.Context, file: Upload, model: ModelName = None,
+                # a Path defaulting to None: BentoML 1.4 hands an Optional[Path] the raw upload
+                mask: Annotated[Path, Field(description=(
+                    "A mask file instead of `family`: a .npy of (H, W) (one for every image) "
+                    "or (n, H, W), bool or 0/1, 1 where hidden; or a PNG of the image's size, "
+                    "white where hidden."))] = None,
+                family: Annotated[Literal[FAMILIES] | None, Field(description=(
+                    "A named mask instead of `mask`, drawn from `seed`: half, quarters, "
+                    "centre or pixels."), examples=["half"])] = None,
+                hidden: Annotated[float, Field(gt=0, lt=1, description=(
+                    "With `family`: the share of pixels hidden (a half is always 0.5; "
+                    "quarters come in steps of 0.25)."))] = 0.5,
+                k: Annotated[int, Field(ge=1, le=MAX_COMPLETIONS, strict=True, description=(
+                    "Completions of each image."))] = 8,
+                seed: Seed = None, format: ImageFormat = "png"
+                ) -> Annotated[bytes, ContentType("image/png")]:
+        """§7.3 of the paper: `k` completions of the hidden pixels of each uploaded image,
+        given the visible ones (which are kept exactly). png: a row per image, the original,
+        the masked input (hidden pixels grey) and the completions; npy: float32 (n, k,
+        *image shape). The seed draws the named masks and the latents."""
+        m = self._model(model, "inpaint")
+        x = decode_upload(_read_upload(file, "file"), m.card.image)
+        n, size = len(x), m.card.image.shape[1:]
+        if n * k > MAX_SAMPLES:
+            raise RequestError("k", f"at most {MAX_SAMPLES} completions in all: {n} images x "
+                               f"k={k} is {n * k}")
+        within_memory(m, "k", n * k)
+        if (mask is None) == (family is None):
+            raise RequestError("mask", "give exactly one of mask (a file) and family")
+        seed = random_seed() if seed is None else seed
+        if family is not None:
+            if family not in m.card.inpainting.families:
+                raise RequestError("family", f"model {m.name} was trained on "
+                                   f"{list(m.card.inpainting.families)}, not {family!r}")
+            hide = masks(family, n, seed, size, hidden)
+        else:
+            hide = decode_mask(_read_upload(mask, "mask"), size, n)
+        _hidden_per_image(hide)
+        z = m.latents(n * k, seed)
+        started = time.perf_counter()
+        completions = m.complete(z, np.repeat(x, k, axis=0), np.repeat(hide, k, axis=0))
+        _observer(m, "generator")(n * k, time.perf_counter() - started)
+        metrics.IMAGES_GENERATED.labels(m.name, "inpaint").inc(n * k)
+        completions = completions.reshape(n, k, *completions.shape[1:])
+        if format == "npy":
+            return _image_response(m, completions, "npy", seed, ctx)
+        # the masked input: hidden pixels mid-grey in every channel
+        shown = np.where(hide.reshape(n, 1, *size), 0.5, x.reshape(n, -1, *size))
+        rows = np.concatenate([x.reshape(n, 1, *completions.shape[2:]),
+                               shown.reshape(n, 1, *completions.shape[2:]), completions], axis=1)
+        return _image_response(m, rows.reshape(-1, *completions.shape[2:]), "png", seed, ctx,
+                               cols=k + 2)
 
     @bentoml.api(route="/jobs/submit")
     @answers_request_errors
@@ -273,13 +393,17 @@ class Counterfeit:
 for _api in Counterfeit.apis.values():
     _api.input_spec.model_config["extra"] = "forbid"
     _api.input_spec.model_rebuild(force=True)
+# the routes that take uploads: their file fields, the first required
+FILE_ROUTES = {"/score": ("file",), "/invert": ("file",), "/inpaint": ("file", "mask")}
 # the first added is the outermost: who may ask is settled before a byte of the body is read
 Counterfeit.add_asgi_middleware(AccessGuard, api_key=SETTINGS.api_key,
-                                allowed_hosts=SETTINGS.allowed_hosts)
+                                allowed_hosts=SETTINGS.allowed_hosts,
+                                keyless_paths=playground.PATHS)
 Counterfeit.add_asgi_middleware(ApiDocs)
+Counterfeit.add_asgi_middleware(playground.Playground)
 Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=SETTINGS.max_body_bytes,
-                                file_routes={"/score": "file"}, get_aliases={"/models"},
+                                file_routes=FILE_ROUTES, get_aliases={"/models"},
                                 json_routes={api.route for api in Counterfeit.apis.values()}
-                                - {"/score"})
+                                - set(FILE_ROUTES))
 # the innermost: a request counts in flight once its body, bounded above, is in
 Counterfeit.add_asgi_middleware(LoadShedder, max_in_flight=SETTINGS.max_in_flight)

@@ -51,7 +51,8 @@ def tiny_models_dir(tiny_mnist_run: Path, tmp_path_factory: pytest.TempPathFacto
 def served_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with synthetic models built without torch (tests/service/
     synthetic_models.py: `tiny` grey 28 x 28, `rgb` 3 x 32 x 32 with a normal latent,
-    `gonly` without D, `cond` class-conditional) and the shipped `mnist-mlp`."""
+    `gonly` without D, `cond` class-conditional, `paint` inpainting) and the shipped
+    `mnist-mlp`."""
     from tests.service.synthetic_models import build_models
 
     models = build_models(tmp_path_factory.mktemp("models"))

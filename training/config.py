@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from training.data.mnist import IMAGE_SHAPE
 
@@ -22,8 +22,30 @@ Noise = Literal["uniform", "normal"]
 Optimizer = Literal["sgd", "adam"]
 
 
+class JsonConfig:
+    """A dataclass config saved as JSON next to every checkpoint and card, and read back
+    refusing fields it does not know (a typo is an error, not a silent default)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**values)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     # data
     dataset: Dataset = "mnist"
     toy_size: int = 50_000  # training points drawn once for a toy dataset
@@ -136,23 +158,6 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        return cls(**values)
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(path.read_text()))
 
 
 def _toy(dataset: Dataset, **overrides: Any) -> TrainConfig:

@@ -65,3 +65,13 @@ def run_batched(session: ort.InferenceSession, x: np.ndarray, batch: int = 1000,
                                 **{k: v[i:i + batch] for k, v in extra.items()}})
              for i in range(0, len(x), batch)]
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def initializers(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The weights of an exported module, named as its state_dict names them: an exported
+    wrapper's parameters are `<prefix><name>` (the image generator's are `g.hidden.0.weight`
+    ...). Loading a shipped G this way gives exactly the weights the service runs, whatever
+    window was averaged to make them."""
+    model = onnx.load(str(path))
+    return {t.name[len(prefix):]: torch.from_numpy(onnx.numpy_helper.to_array(t).copy())
+            for t in model.graph.initializer if t.name.startswith(prefix)}

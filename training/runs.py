@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from training.config import TrainConfig
+from training.config import JsonConfig, TrainConfig
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -122,14 +122,15 @@ def check_schedule_kept(saved: TrainConfig, config: TrainConfig, step: int) -> N
                          f"{config.lr_drop_factor}")
 
 
-def start_run(run: Path, config: TrainConfig, resume: bool) -> dict | None:
-    """Ready `run` for training with `config` and save the config: the checkpoint to resume
-    from (metric lines written after it dropped), or None for a new run, refusing a folder
-    that already holds one."""
+def start_run(run: Path, config: TrainConfig | JsonConfig, resume: bool) -> dict | None:
+    """Ready `run` for training with `config` (a GAN's or any other trainer's) and save the
+    config: the checkpoint to resume from (metric lines written after it dropped), or None
+    for a new run, refusing a folder that already holds one."""
     state = None
     if resume:
         state = load_checkpoint(run / CHECKPOINT)
-        check_schedule_kept(TrainConfig.from_dict(state["config"]), config, state["step"])
+        if isinstance(config, TrainConfig):
+            check_schedule_kept(TrainConfig.from_dict(state["config"]), config, state["step"])
         kept = [m for m in read_metrics(run) if m.get("step", 0) <= state["step"]]
         (run / METRICS).write_text("".join(json.dumps(m) + "\n" for m in kept))
     else:

@@ -1,7 +1,10 @@
 """Who may use the service: an optional Host allow-list (COUNTERFEIT_ALLOWED_HOSTS, a
 DNS-rebinding defence) and an optional API key (COUNTERFEIT_API_KEY), both checked from the
 headers alone, before anything reads the body. The health checks stay open to both, for
-load balancers that probe by IP address and without credentials."""
+load balancers that probe by IP address and without credentials. GET of `keyless_paths` (the
+playground's files) is answered without the key but still only to allowed hosts: a browser
+cannot send a key when it opens a page, so the page loads, holds no data, and sends the key
+the user pastes with every API request it makes."""
 
 from __future__ import annotations
 
@@ -28,10 +31,11 @@ def host_name(header: str) -> str:
 
 class AccessGuard:
     def __init__(self, app: Any, api_key: str | None = None,
-                 allowed_hosts: Iterable[str] = ()) -> None:
+                 allowed_hosts: Iterable[str] = (), keyless_paths: Iterable[str] = ()) -> None:
         self.app = app
         self._key = api_key.encode() if api_key else None
         self.allowed_hosts = frozenset(allowed_hosts)
+        self.keyless_paths = frozenset(keyless_paths)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if (scope["type"] != "http" or scope.get("path") in HEALTH_CHECKS
@@ -39,7 +43,8 @@ class AccessGuard:
             await self.app(scope, receive, send)
             return
         headers = scope.get("headers") or []
-        refusal = self._host_refusal(headers) or self._key_refusal(headers)
+        keyless = scope["method"] == "GET" and scope.get("path") in self.keyless_paths
+        refusal = self._host_refusal(headers) or (None if keyless else self._key_refusal(headers))
         if refusal is None:
             await self.app(scope, receive, send)
             return

@@ -53,12 +53,13 @@ def normalise_error(body: Any) -> dict:
 
 class HttpGuard:
     def __init__(self, app: Any, max_body_bytes: int,
-                 file_routes: dict[str, str] | None = None,
+                 file_routes: dict[str, tuple[str, ...]] | None = None,
                  get_aliases: Iterable[str] = (), json_routes: Iterable[str] = ()) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        # route -> its file field: that field must be an uploaded file, never text (BentoML
-        # would take text as a URL and fetch it: a request could make the server fetch URLs)
+        # route -> its file fields, the first required: each must be an uploaded file, never
+        # text (BentoML would take text as a URL and fetch it: a request could make the
+        # server fetch URLs)
         self.file_routes = file_routes or {}
         # routes whose GET is the same as a POST with an empty JSON object
         self.get_aliases = frozenset(get_aliases)
@@ -94,14 +95,14 @@ class HttpGuard:
             await self._reject(send, 400, "content-type: multipart without a boundary",
                                field="content-type")
             return
-        file_field = self.file_routes.get(scope.get("path", ""))
-        wanted = self._media_type(scope, file_field is not None)
+        file_fields = self.file_routes.get(scope.get("path", ""))
+        wanted = self._media_type(scope, file_fields is not None)
         if wanted is not None and content_type.split(b";")[0].strip() != wanted.encode():
             got = content_type.split(b";")[0].strip().decode("latin1")[:100] or "none"
             await self._reject(send, 415, f"content-type: send {wanted}, not {got}",
                                field="content-type")
             return
-        if declared is None or file_field is not None:
+        if declared is None or file_fields is not None:
             # read the body here (it is within the limit), check it, then hand it on whole
             body, more = b"", True
             while more:
@@ -115,11 +116,11 @@ class HttpGuard:
                     await self._reject(send, 413, f"body over the limit of "
                                        f"{self.max_body_bytes} bytes")
                     return
-            if file_field is not None:
+            for i, field in enumerate(file_fields or ()):
                 problem = multipart_file_problem(headers.get(b"content-type", b""), body,
-                                                 file_field)
+                                                 field, required=i == 0)
                 if problem:
-                    await self._reject(send, 400, f"{file_field}: {problem}", field=file_field)
+                    await self._reject(send, 400, f"{field}: {problem}", field=field)
                     return
             receive = _replay(body, receive)
         await self.app(scope, receive, self._normalising(send))
@@ -168,8 +169,10 @@ class HttpGuard:
         return wrapped
 
 
-def multipart_file_problem(content_type: bytes, body: bytes, field: str) -> str | None:
-    """Why `body` does not carry `field` as an uploaded file, or None when it does."""
+def multipart_file_problem(content_type: bytes, body: bytes, field: str,
+                           required: bool = True) -> str | None:
+    """Why `body` does not carry `field` as an uploaded file (or, when not `required`,
+    carries it as something else), or None when all is well."""
     kind, _, params = content_type.decode("latin1").partition(";")
     if kind.strip().lower() != "multipart/form-data":
         return "upload the file as multipart/form-data"
@@ -191,7 +194,7 @@ def multipart_file_problem(content_type: bytes, body: bytes, field: str) -> str 
                     return (f"the file's name is over {MAX_FILENAME_BYTES} bytes; upload it "
                             "under a shorter name")
             found = True
-    return None if found else f"no '{field}' file in the form"
+    return None if found or not required else f"no '{field}' file in the form"
 
 
 def _replay(body: bytes, receive: Any) -> Any:

@@ -27,22 +27,35 @@ ERROR_STATUSES = {"400": "Bad input", "401": "Missing or wrong API key (COUNTERF
                   "429": "Job queue full (COUNTERFEIT_MAX_QUEUED_JOBS): see Retry-After",
                   "503": "Worker busy (COUNTERFEIT_MAX_IN_FLIGHT): see Retry-After",
                   "507": "Jobs folder full (COUNTERFEIT_JOBS_MAX_BYTES): see Retry-After"}
-IMAGE_ROUTES = ("/sample", "/interpolate")
-OWN_ROUTES = ("/sample", "/interpolate", "/score", "/models", "/jobs/submit", "/jobs/status",
-              "/jobs/result", "/jobs/cancel")
+_GRID = ("format png: one PNG grid; format npy: a float32 .npy array (n, *image shape) in "
+         "[0, 1]")
+# the routes that answer pictures or arrays: what their 200 holds
+IMAGE_ROUTES = {
+    "/sample": _GRID,
+    "/interpolate": _GRID,
+    "/inpaint": "format png: a row per image: the original, the masked input, the k "
+                "completions; format npy: a float32 .npy array (n, k, *image shape) in [0, 1]",
+    "/invert": "format json: z, pixel_error and scores; png: each image beside its "
+               "reconstruction; npy: the reconstructions, float32 (n, *image shape)",
+}
+OWN_ROUTES = ("/sample", "/interpolate", "/score", "/invert", "/inpaint", "/models",
+              "/jobs/submit", "/jobs/status", "/jobs/result", "/jobs/cancel")
 INFO = {
     "title": "Counterfeit",
     "version": __version__,
     "description": (
-        "The generative adversarial nets of Goodfellow et al. (2014), served: sample images "
-        "from G, walk between latents, score images with D, and run large batch-generation "
-        "jobs. Every size comes from the model's card (GET /models). A seed fixes the "
-        "latents (the seed contract), so a seeded request gives the same images on any "
-        "server. Every error is a 4xx JSON body `{\"error\", \"field\"}` naming the field "
-        "and the limit.\n\nThe loaded models and their cards: [/models](./models). "
-        "Prometheus metrics: [/metrics](./metrics). This spec: [/docs.json](./docs.json). "
-        "The HTTP contract, the model card schema and the architecture are in the "
-        "repository's `docs/` (http-api.md, model-card.md, architecture.md)."),
+        "The generative adversarial nets of Goodfellow et al. (2014), served: sample "
+        "images from G, walk between latents, score images with D, find the latent of "
+        "an image (/invert, §7.2), complete hidden pixels (/inpaint, §7.3), and run "
+        "large batch-generation jobs. Every size comes from the model's card (GET "
+        "/models). A seed fixes the latents (the seed contract), so a seeded request "
+        "gives the same images on any server. Every error is a 4xx JSON body "
+        '`{"error", "field"}` naming the field and the limit.\n\nTry it in a browser: '
+        "[the playground](./playground/), a page over this API. The loaded models and "
+        "their cards: [/models](./models). Prometheus metrics: [/metrics](./metrics). "
+        "This spec: [/docs.json](./docs.json). The HTTP contract, the model card "
+        "schema and the architecture are in the repository's `docs/` (http-api.md, "
+        "model-card.md, architecture.md)."),
     "license": {"name": "MIT"},
 }
 SECURITY_SCHEMES = {
@@ -52,7 +65,8 @@ SECURITY_SCHEMES = {
                "description": "COUNTERFEIT_API_KEY, when the operator set one"},
 }
 TAG_DESCRIPTIONS = {
-    "Service APIs": "Sample, interpolate, score, run batch jobs, list the models.",
+    "Service APIs": "Sample, interpolate, score, invert, inpaint, run batch jobs, list the "
+                    "models.",
     "Infrastructure": "Health checks and Prometheus metrics.",
 }
 PAGE = b"""<!DOCTYPE html>
@@ -107,10 +121,10 @@ def patch_spec(spec: dict[str, Any]) -> dict[str, Any]:
         for status, description in ERROR_STATUSES.items():
             responses[status] = {"description": description, **error}
         if route in IMAGE_ROUTES:
-            responses["200"] = {
-                "description": "format png: one PNG grid; format npy: a float32 .npy array "
-                               "(n, *image shape) in [0, 1]",
-                "content": {"image/png": BINARY, "application/octet-stream": BINARY}}
+            content = {"image/png": BINARY, "application/octet-stream": BINARY}
+            if route == "/invert":
+                content = {"application/json": {"schema": {"type": "object"}}, **content}
+            responses["200"] = {"description": IMAGE_ROUTES[route], "content": content}
     submit = paths.get("/jobs/submit", {}).get("post")
     if submit is not None:  # a job is accepted, not done
         submit["responses"]["202"] = {**submit["responses"].pop("200"),

@@ -25,11 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from service.contract.masks import FAMILIES
+
 CARD_FILE = "model.json"
 # a model name is a folder name and a URL-safe word
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-# the networks a model folder may hold, by role; the generator is required
-NETWORK_FILES = {"generator": "generator.onnx", "discriminator": "discriminator.onnx"}
+# the networks a model folder may hold, by role; the generator is required. The encoder
+# E(x) ~ z is §7.2's learned approximate inference.
+NETWORK_FILES = {"generator": "generator.onnx", "discriminator": "discriminator.onnx",
+                 "encoder": "encoder.onnx"}
 LATENT_DISTRIBUTIONS = ("uniform", "normal")
 MAX_LATENT_DIM = 65_536
 MAX_IMAGE_SIDE = 4096
@@ -141,6 +145,22 @@ class Conditioning:
 
 
 @dataclass(frozen=True)
+class Inpainting:
+    """§7.3's p(x_S | x_not S): G completes the hidden pixels of an image. G reads z, the
+    image (`visible_input`: pixels under the mask are ignored) and the mask (`mask_input`:
+    float32 (n, H, W), 1 where hidden), and returns the whole image with the visible pixels
+    kept; D reads the image and the mask. `families` are the named masks it was trained on
+    (service/contract/masks.py)."""
+
+    visible_input: str
+    mask_input: str
+    families: tuple[str, ...]
+
+    def mask_shape(self, image: ImageSpec) -> tuple[int, int]:
+        return image.shape[1:]
+
+
+@dataclass(frozen=True)
 class Network:
     """One ONNX file of the model: its name in the folder, sha256, and the graph's input
     and output names with their shapes after the (symbolic) batch axis."""
@@ -159,6 +179,7 @@ class ModelCard:
     networks: dict[str, Network]  # role -> network; "generator" always present
     conditioning: Conditioning | None
     raw: dict[str, Any]  # the whole card as read, for /models and anything not modelled
+    inpainting: Inpainting | None = None
 
     @property
     def version(self) -> str:
@@ -171,6 +192,10 @@ class ModelCard:
     @property
     def discriminator(self) -> Network | None:
         return self.networks.get("discriminator")
+
+    @property
+    def encoder(self) -> Network | None:
+        return self.networks.get("encoder")
 
 
 def _image_spec(value: Any, where: str) -> ImageSpec:
@@ -232,15 +257,41 @@ def _conditioning(value: Any, where: str) -> Conditioning | None:
     return Conditioning("class", name, classes, tuple(names))
 
 
+def _inpainting(value: Any, where: str) -> Inpainting | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise CardError(f"{where}: 'inpainting' must be an object")
+    visible, mask = value.get("visible_input", "visible"), value.get("mask_input", "mask")
+    for key, name in (("visible_input", visible), ("mask_input", mask)):
+        if not isinstance(name, str) or name in ("z", "x") or not name:
+            raise CardError(f"{where}: inpainting.{key} must name a network input (not 'z' "
+                            "or 'x')")
+    if visible == mask:
+        raise CardError(f"{where}: inpainting.visible_input and mask_input must differ")
+    families = value.get("families", list(FAMILIES))
+    if not (isinstance(families, list) and families and all(f in FAMILIES for f in families)):
+        raise CardError(f"{where}: inpainting.families must be a non-empty list of "
+                        f"{list(FAMILIES)}")
+    return Inpainting(visible, mask, tuple(families))
+
+
 def _networks(files: Any, latent: Latent, image: ImageSpec,
-              conditioning: Conditioning | None, where: str) -> dict[str, Network]:
+              conditioning: Conditioning | None, inpainting: Inpainting | None,
+              where: str) -> dict[str, Network]:
     if not isinstance(files, dict):
         raise CardError(f"{where}: 'files' must map file names to their sha256")
     extra = {conditioning.input: (conditioning.classes,)} if conditioning else {}
+    g_extra = dict(extra)
+    if inpainting:
+        mask = {inpainting.mask_input: inpainting.mask_shape(image)}
+        g_extra.update({inpainting.visible_input: image.shape, **mask})
+        extra.update(mask)
     # the graphs' inputs and outputs, after the batch axis: what the service will feed
     expected = {
-        "generator": ({"z": (latent.dim,), **extra}, {"x": image.shape}),
+        "generator": ({"z": (latent.dim,), **g_extra}, {"x": image.shape}),
         "discriminator": ({"x": image.shape, **extra}, {"logit": (1,)}),
+        "encoder": ({"x": image.shape}, {"z": (latent.dim,)}),
     }
     networks = {}
     for role, filename in NETWORK_FILES.items():
@@ -271,8 +322,13 @@ def parse_card(card: Any, where: str = CARD_FILE) -> ModelCard:
     latent = _latent(card["latent"], where)
     image = _image_spec(card["image"], where)
     conditioning = _conditioning(card.get("conditioning"), where)
-    networks = _networks(card["files"], latent, image, conditioning, where)
-    return ModelCard(name, latent, image, networks, conditioning, card)
+    inpainting = _inpainting(card.get("inpainting"), where)
+    if conditioning and inpainting:
+        raise CardError(f"{where}: a card has 'conditioning' or 'inpainting', not both")
+    networks = _networks(card["files"], latent, image, conditioning, inpainting, where)
+    if "encoder" in networks and (conditioning or inpainting):
+        raise CardError(f"{where}: an encoder.onnx is served for unconditional models only")
+    return ModelCard(name, latent, image, networks, conditioning, card, inpainting)
 
 
 def _read_regular_file(path: Path) -> bytes:

@@ -46,7 +46,8 @@ def test_the_shipped_card_reads_with_the_papers_prior() -> None:
     card = read_card(SHIPPED)
     assert card.latent == Latent(100, "uniform", -math.sqrt(3), math.sqrt(3))
     assert card.image.shape == (1, 28, 28) and card.image.card_shape == (28, 28)
-    assert set(card.networks) == {"generator", "discriminator"}
+    assert set(card.networks) == {"generator", "discriminator", "encoder"}
+    assert card.encoder.inputs == {"x": (1, 28, 28)} and card.encoder.outputs == {"z": (100,)}
     assert card.generator.inputs == {"z": (100,)} and card.generator.outputs == {
         "x": (1, 28, 28)}
     assert card.conditioning is None
@@ -103,6 +104,18 @@ BAD = {
                   "conditioning.classes"),
     "names count": (_with("conditioning", {"kind": "class", "classes": 3, "names": ["a"]}),
                     "3 strings"),
+    "inpainting not an object": (_with("inpainting", ["half"]), "'inpainting' must be"),
+    "inpainting input z": (_with("inpainting", {"mask_input": "z"}), "inpainting.mask_input"),
+    "inpainting same inputs": (_with("inpainting", {"visible_input": "m", "mask_input": "m"}),
+                               "must differ"),
+    "unknown family": (_with("inpainting", {"families": ["stripes"]}), "inpainting.families"),
+    "no families": (_with("inpainting", {"families": []}), "inpainting.families"),
+    "labels and masks": (_with("conditioning", {"kind": "class", "classes": 3})
+                         | {"inpainting": {}}, "not both"),
+    "conditional encoder": (_with("conditioning", {"kind": "class", "classes": 3})
+                            | {"files": {"generator.onnx": {"sha256": "0" * 64},
+                                         "encoder.onnx": {"sha256": "2" * 64}}},
+                            "unconditional models only"),
 }
 
 
@@ -123,6 +136,24 @@ def test_conditioning_declares_an_input_of_both_networks() -> None:
     assert card.discriminator.inputs == {"x": (1, 8, 8), "c": (3,)}
     np.testing.assert_array_equal(card.conditioning.one_hot(np.array([2, 0])),
                                   [[0, 0, 1], [1, 0, 0]])
+
+
+def test_an_encoder_maps_images_to_latents() -> None:
+    card = parse_card(_with("files/encoder.onnx", {"sha256": "2" * 64}))
+    assert card.encoder.file == "encoder.onnx"
+    assert card.encoder.inputs == {"x": (1, 8, 8)} and card.encoder.outputs == {"z": (4,)}
+    assert parse_card(GOOD).encoder is None
+
+
+def test_inpainting_declares_the_visible_image_and_mask_inputs() -> None:
+    card = parse_card(_with("inpainting", {"families": ["half", "pixels"]}) | {
+        "files": {"generator.onnx": {"sha256": "0" * 64},
+                  "discriminator.onnx": {"sha256": "1" * 64}}})
+    assert card.inpainting.families == ("half", "pixels")
+    assert card.generator.inputs == {"z": (4,), "visible": (1, 8, 8), "mask": (8, 8)}
+    assert card.generator.outputs == {"x": (1, 8, 8)}
+    assert card.discriminator.inputs == {"x": (1, 8, 8), "mask": (8, 8)}
+    assert card.conditioning is None
 
 
 def test_write_card_checks_the_files_and_writes_what_read_card_reads(tmp_path: Path) -> None:

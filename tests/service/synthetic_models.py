@@ -45,8 +45,11 @@ def _tensor(name: str, *shape: int | str) -> Any:
 
 def build_model(models_dir: Path, name: str, shape: tuple[int, ...] = (28, 28),
                 latent: dict | None = None, discriminator: bool = True,
-                classes: int | None = None, seed: int = 0) -> Path:
-    """models_dir/name: generator.onnx (+ discriminator.onnx) and model.json."""
+                classes: int | None = None, seed: int = 0, encoder: bool = False,
+                inpainting: bool = False) -> Path:
+    """models_dir/name: generator.onnx (+ discriminator.onnx, encoder.onnx) and model.json.
+    An inpainting model's G reads z, the visible image and the mask (not composited: the
+    service keeps the visible pixels itself); its D reads the image and the mask."""
     latent = latent or {"dim": 100, "distribution": "uniform", "low": -math.sqrt(3),
                         "high": math.sqrt(3)}
     chw = shape if len(shape) == 3 else (1, *shape)
@@ -57,26 +60,45 @@ def build_model(models_dir: Path, name: str, shape: tuple[int, ...] = (28, 28),
     extra = ["c"] if classes else []
     extra_inputs = [_tensor("c", "batch", classes)] if classes else []
     width = latent["dim"] + (classes or 0)
-
     nodes: list = []
     inits: list = []
-    out = _affine("g", ["z", *extra], rng.normal(0, 0.3, (width, pixels)),
+    g_inputs, g_extra = ["z", *extra], list(extra_inputs)
+    if inpainting:
+        extra, extra_inputs = ["mf"], [_tensor("mask", "batch", *chw[1:])]
+        g_extra = [_tensor("visible", "batch", *chw), *extra_inputs]
+        nodes += [helper.make_node("Flatten", ["visible"], ["vf"], axis=1),
+                  helper.make_node("Flatten", ["mask"], ["mf"], axis=1)]
+        g_inputs = ["z", "vf", "mf"]
+        width = latent["dim"] + pixels + math.prod(chw[1:])
+    out = _affine("g", g_inputs, rng.normal(0, 0.3, (width, pixels)),
                   rng.normal(0, 0.1, pixels), nodes, inits)
     inits.append(numpy_helper.from_array(np.array([-1, *chw], np.int64), "shape"))
     nodes += [helper.make_node("Sigmoid", [out], ["flat"]),
               helper.make_node("Reshape", ["flat", "shape"], ["x"])]
     _save(folder / "generator.onnx", nodes, inits,
-          [_tensor("z", "batch", latent["dim"]), *extra_inputs], [_tensor("x", "batch", *chw)])
+          [_tensor("z", "batch", latent["dim"]), *g_extra], [_tensor("x", "batch", *chw)])
     roles = {"generator": {"input": "z", "output": "x", "opset": OPSET}}
 
     if discriminator:
         nodes, inits = [helper.make_node("Flatten", ["x"], ["xf"], axis=1)], []
-        out = _affine("d", ["xf", *extra], rng.normal(0, 0.05, (pixels + (classes or 0), 1)),
+        if inpainting:
+            nodes.append(helper.make_node("Flatten", ["mask"], ["mf"], axis=1))
+        width = pixels + (classes or 0) + (math.prod(chw[1:]) if inpainting else 0)
+        out = _affine("d", ["xf", *extra], rng.normal(0, 0.05, (width, 1)),
                       np.zeros(1), nodes, inits)
         nodes.append(helper.make_node("Identity", [out], ["logit"]))
         _save(folder / "discriminator.onnx", nodes, inits,
               [_tensor("x", "batch", *chw), *extra_inputs], [_tensor("logit", "batch", 1)])
         roles["discriminator"] = {"input": "x", "outputs": ["logit"], "opset": OPSET}
+
+    if encoder:
+        nodes, inits = [helper.make_node("Flatten", ["x"], ["xf"], axis=1)], []
+        out = _affine("e", ["xf"], rng.normal(0, 0.05, (pixels, latent["dim"])),
+                      np.zeros(latent["dim"]), nodes, inits)
+        nodes.append(helper.make_node("Identity", [out], ["z"]))
+        _save(folder / "encoder.onnx", nodes, inits, [_tensor("x", "batch", *chw)],
+              [_tensor("z", "batch", latent["dim"])])
+        roles["encoder"] = {"input": "x", "output": "z", "opset": OPSET}
 
     card: dict[str, Any] = {"name": name, "version": f"synthetic-{name}", "latent": latent,
                             "image": {"shape": list(shape), "range": [0.0, 1.0]},
@@ -84,16 +106,21 @@ def build_model(models_dir: Path, name: str, shape: tuple[int, ...] = (28, 28),
     if classes:
         card["conditioning"] = {"kind": "class", "input": "c", "classes": classes,
                                 "names": [f"class-{i}" for i in range(classes)]}
+    if inpainting:
+        card["inpainting"] = {"visible_input": "visible", "mask_input": "mask",
+                              "families": ["half", "quarters", "centre", "pixels"]}
     write_card(folder, card)
     return folder
 
 
 def build_models(models_dir: Path) -> Path:
     """The service tier's models: `tiny` (the shipped model's shapes: grey 28 x 28, uniform
-    latent of 100), `rgb` (3 x 32 x 32, normal latent of 128), `gonly` (no D) and `cond`
-    (a class-conditional grey model with 10 classes)."""
-    build_model(models_dir, "tiny")
+    latent of 100; with an encoder), `rgb` (3 x 32 x 32, normal latent of 128), `gonly` (no
+    D), `cond` (a class-conditional grey model with 10 classes) and `paint` (an inpainting
+    grey 28 x 28 model)."""
+    build_model(models_dir, "tiny", encoder=True)
     build_model(models_dir, "rgb", (3, 32, 32), {"dim": 128, "distribution": "normal"}, seed=1)
     build_model(models_dir, "gonly", (16, 16), discriminator=False, seed=2)
     build_model(models_dir, "cond", (28, 28), classes=10, seed=3)
+    build_model(models_dir, "paint", (28, 28), seed=4, inpainting=True)
     return models_dir

@@ -206,7 +206,7 @@ def test_the_host_is_checked_before_the_key() -> None:
 
 
 def content_guarded() -> TestClient:
-    return TestClient(HttpGuard(inner, max_body_bytes=1 << 20, file_routes={"/score": "file"},
+    return TestClient(HttpGuard(inner, max_body_bytes=1 << 20, file_routes={"/score": ("file",)},
                                 get_aliases={"/models"}, json_routes={"/sample", "/models"}))
 
 

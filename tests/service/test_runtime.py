@@ -126,3 +126,15 @@ def test_the_default_model_is_the_first_that_needs_no_label(runtime_models: dict
     assert runtime_models["cond"].card.conditioning is not None
     assert default_model(runtime_models) == "gonly"  # "cond" comes first by name
     assert default_model({"cond": runtime_models["cond"]}) == "cond"
+
+
+def test_each_task_defaults_to_the_first_model_that_can_do_it(runtime_models: dict) -> None:
+    from service.runtime import default_model, why_not
+
+    some = {name: runtime_models[name] for name in ("cond", "paint", "tiny")}
+    assert default_model(some, "inpaint") == "paint"
+    assert default_model(some, "invert") == "tiny"  # the only one with an encoder
+    assert default_model({"cond": runtime_models["cond"]}, "invert") is None
+    assert why_not(runtime_models["paint"], "inpaint") is None
+    assert "use /inpaint" in why_not(runtime_models["paint"], "sample")
+    assert "no encoder" in why_not(runtime_models["cond"], "invert")

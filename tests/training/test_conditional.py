@@ -15,6 +15,7 @@ from service.contract.card import Conditioning, read_card, write_card
 from training.__main__ import main
 from training.config import TrainConfig, preset, with_overrides
 from training.data.mnist import MNIST, Split, load_mnist
+from training.evaluation.conditional import class_samples
 from training.evaluation.generators import load_generator, prior_labels, torch_source
 from training.figures.conditional import FIGURES
 from training.gan.networks import Discriminator, Generator, Maxout, build_networks, one_hot
@@ -316,13 +317,48 @@ def test_average_window_of_a_conditional_run_is_chosen_by_class_fd(
         tiny_conditional_run: Path, mnist_dir: Path) -> None:
     mnist = small_mnist(mnist_dir)
     chosen = select_window(tiny_conditional_run, mnist, [(1, 2), (2, 2)], n_samples=300,
-                           progress=False, memorisation_limit=1.0)
+                           progress=False, memorisation_limit=1.0, agreement_floor=0.0)
     scores = {k: v["validation_class_fd"] for k, v in chosen.scores.items()}
     g_state, _ = average_generator(tiny_conditional_run, 1, 2)
     source = torch_source(g_state, TrainConfig.load(tiny_conditional_run / "config.json"), "a")
     assert scores["1:2"] == pytest.approx(ValidationClassFD(mnist)(source, 30))
     assert f"{chosen.window[0]}:{chosen.window[1]}" == min(scores, key=scores.get)
     assert "class-conditional FD" in chosen.to_card()["by"]
+
+
+def test_average_window_below_the_label_agreement_floor_is_passed_over(
+        tiny_conditional_run: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.release.select as select_module
+
+    mnist = small_mnist(mnist_dir)
+    free = select_window(tiny_conditional_run, mnist, [(1, 2), (2, 2)], n_samples=300,
+                         progress=False, memorisation_limit=1.0, agreement_floor=0.0)
+    best = min(free.scores, key=lambda k: free.scores[k]["validation_class_fd"])
+    other = ({"1:2", "2:2"} - {best}).pop()
+    worst = {best: 0.96, other: 0.975}  # the best class-FD window misses one class
+    monkeypatch.setattr(select_module, "worst_class_agreement",
+                        lambda source, n: worst[source.description.split()[-1]])
+    chosen = select_window(tiny_conditional_run, mnist, [(1, 2), (2, 2)], n_samples=300,
+                           progress=False, memorisation_limit=1.0, agreement_floor=0.97)
+    assert f"{chosen.window[0]}:{chosen.window[1]}" == other
+    assert chosen.scores[best]["worst_class_label_agreement"] == 0.96
+    assert "label agreement" in chosen.to_card()["by"]
+    worst[other] = 0.5
+    with pytest.raises(ValueError, match="label agreement at least 97%"):
+        select_window(tiny_conditional_run, mnist, [(1, 2), (2, 2)], n_samples=300,
+                      progress=False, memorisation_limit=1.0, agreement_floor=0.97)
+
+
+def test_worst_class_agreement_is_the_lowest_per_class_share_on_the_selection_seed(
+        tiny_conditional_run: Path) -> None:
+    from training.evaluation.classifier import load_classifier, predict
+    from training.release.select import SELECTION_SEED, worst_class_agreement
+
+    source = load_generator(tiny_conditional_run / "snapshots" / "generator-epoch-0002.pt")
+    images, labels = class_samples(source, 20, SELECTION_SEED)
+    predicted = predict(load_classifier(), images)
+    shares = [np.mean(predicted[labels == k] == k) for k in range(10)]
+    assert worst_class_agreement(source, 20) == pytest.approx(min(shares))
 
 
 def test_cli_export_of_a_conditional_run_evaluates_it(

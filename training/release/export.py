@@ -5,7 +5,14 @@ generator.onnx:     z (N, dim) float32 [, c (N, K) float32 one-hot] -> x (N, *IM
 discriminator.onnx: x (N, *IMAGE_SHAPE) [, c (N, K)] -> logit (N, 1), dropout off
 
 c is there for a conditional run (§7.1, `classes` K > 0, docs/conditional.md): the card then
-declares it under `conditioning`.
+declares it under `conditioning`. An inpainting run (§7.3, docs/inpainting.md) is exported as
+
+generator.onnx:     z (N, dim), visible (N, *IMAGE_SHAPE), mask (N, H, W), 1 where hidden
+                    -> x (N, *IMAGE_SHAPE) = mask * G + (1 - mask) * visible
+discriminator.onnx: x (N, *IMAGE_SHAPE), mask (N, H, W) -> logit (N, 1), dropout off
+
+with an `inpainting` section in the card, and evaluated by its completions of test digits
+(training/evaluation/inpainting.py) instead of the measures of an unconditional p(x).
 
 The folder is written beside models/NAME and swapped in whole once complete: an export
 never leaves a half-written model, and replaces an existing one only with `force`.
@@ -28,11 +35,20 @@ from service.contract.card import (
     replacing,
     write_card,
 )
+from service.contract.masks import FAMILIES, TRAIN_HIDDEN, training_masks
 from training.config import PRESETS, TrainConfig
 from training.data.mnist import IMAGE_SHAPE, MNIST_SHA256, TRAIN_STOP, load_mnist
 from training.evaluation.generators import onnx_source
+from training.evaluation.inpainting import completion, evaluate_inpainting, onnx_completer
 from training.evaluation.report import evaluate
-from training.gan.networks import Generator, build_networks, latent_prior, one_hot, sample_noise
+from training.gan.networks import (
+    Discriminator,
+    Generator,
+    build_networks,
+    latent_prior,
+    one_hot,
+    sample_noise,
+)
 from training.onnx_io import OPSET, cpu_session, export_onnx
 from training.release.average import average_generator
 from training.release.select import select_snapshot, select_window
@@ -49,6 +65,8 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 PARITY_TOLERANCE = 1e-5
 # The name of the label input of a conditional model's graphs (the card's conditioning.input).
 LABEL_INPUT = "c"
+# An inpainting model's extra inputs (the card's inpainting.visible_input and mask_input).
+VISIBLE_INPUT, MASK_INPUT = "visible", "mask"
 # Fields that say how a run was executed, not what was trained.
 RUN_ONLY_FIELDS = {"epochs", "seed", "device", "threads", "log_every", "snapshot_every"}
 
@@ -63,6 +81,31 @@ class ImageGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.g(z, c).view(-1, *IMAGE_SHAPE)
+
+
+class InpaintingGenerator(nn.Module):
+    """§7.3's G as served: z, the image (its hidden pixels ignored) and the mask (1 where
+    hidden) -> the completed image, the visible pixels kept: mask * G + (1 - mask) * visible,
+    composited inside the graph as in training."""
+
+    def __init__(self, g: Generator) -> None:
+        super().__init__()
+        self.g = g
+
+    def forward(self, z: torch.Tensor, visible: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+        return completion(self.g, z, visible.flatten(1), mask.flatten(1)).view(-1, *IMAGE_SHAPE)
+
+
+class InpaintingDiscriminator(nn.Module):
+    """§7.3's D as served: the image and its (N, H, W) mask -> the logit of D(x, mask)."""
+
+    def __init__(self, d: Discriminator) -> None:
+        super().__init__()
+        self.d = d
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.d(x, mask.flatten(1))
 
 
 def nearest_preset(config: TrainConfig) -> tuple[str, dict]:
@@ -116,25 +159,39 @@ def load_average(run: Path, first: int, last: int) -> tuple[TrainConfig, dict, d
     return config, g_state, d_state, facts
 
 
+def network_inputs(config: TrainConfig, n: int, gen: torch.Generator,
+                   rng: np.random.Generator) -> tuple[dict[str, torch.Tensor],
+                                                      dict[str, torch.Tensor]]:
+    """Random inputs of G's and D's graphs, by name in the graphs' order: z and x, with the
+    one-hot labels c of a conditional model, or an inpainting model's images and training's
+    masks (every family, 25-75% hidden)."""
+    z = sample_noise(n, config, generator=gen)
+    x = torch.rand(n, *IMAGE_SHAPE, generator=gen)
+    if config.classes:
+        c = one_hot(torch.randint(config.classes, (n,), generator=gen), config.classes)
+        return {"z": z, LABEL_INPUT: c}, {"x": x, LABEL_INPUT: c}
+    if config.inpainting:
+        visible = torch.rand(n, *IMAGE_SHAPE, generator=gen)
+        mask = torch.from_numpy(training_masks(n, rng, IMAGE_SHAPE[1:]).astype(np.float32))
+        return {"z": z, VISIBLE_INPUT: visible, MASK_INPUT: mask}, {"x": x, MASK_INPUT: mask}
+    return {"z": z}, {"x": x}
+
+
 def check_parity(g: nn.Module, d: nn.Module, folder: Path, config: TrainConfig,
                  batch_sizes: tuple[int, ...] = (1, 7, 256)) -> dict[str, float]:
     """Largest |onnxruntime - torch| over fresh random batches, for G's images and D's logit
-    (a conditional model's on random labels too)."""
-    gen = torch.Generator().manual_seed(2024)
-    g_sess, d_sess = (cpu_session(folder / NETWORK_FILES[net])
-                      for net in ("generator", "discriminator"))
+    (on random labels, or random images and training's masks, too)."""
+    gen, rng = torch.Generator().manual_seed(2024), np.random.default_rng(2024)
+    sessions = {net: cpu_session(folder / NETWORK_FILES[net])
+                for net in ("generator", "discriminator")}
     worst = {"generator": 0.0, "discriminator": 0.0}
     with torch.no_grad():
         for n in batch_sizes:
-            z = sample_noise(n, config, generator=gen)
-            x = torch.rand(n, *IMAGE_SHAPE, generator=gen)
-            c = (one_hot(torch.randint(config.classes, (n,), generator=gen), config.classes)
-                 if config.classes else None)
-            extra = {LABEL_INPUT: c.numpy()} if config.classes else {}
-            pairs = (("generator", g_sess, g(z, c), z), ("discriminator", d_sess, d(x, c), x))
-            for name, session, expected, inp in pairs:
-                got = session.run(None, {session.get_inputs()[0].name: inp.numpy(), **extra})[0]
-                worst[name] = max(worst[name], float(np.abs(got - expected.numpy()).max()))
+            g_in, d_in = network_inputs(config, n, gen, rng)
+            for name, module, inputs in (("generator", g, g_in), ("discriminator", d, d_in)):
+                expected = module(*inputs.values()).numpy()
+                got = sessions[name].run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+                worst[name] = max(worst[name], float(np.abs(got - expected).max()))
     return worst
 
 
@@ -143,10 +200,12 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
                  data_dir: str | Path | None = None, evaluation_seeds: tuple[int, ...] = (0, 1, 2),
                  evaluation_samples: int = 10_000, finalists: int = 3,
                  average: list[tuple[int, int]] | None = None, force: bool = False) -> Path:
-    """Export the latest checkpoint, the snapshot of `epoch`, the snapshot chosen by
-    validation Parzen (`select`), or G averaged over the window of `average` that
+    """Export the latest checkpoint, the snapshot of `epoch`, the snapshot chosen on
+    validation images (`select`), or G averaged over the window of `average` that
     `select_window` picks, with the window's last D, into models_dir/name. An existing
-    folder is refused, or with `force` replaced whole once the new one is complete."""
+    folder is refused, or with `force` replaced whole once the new one is complete. An
+    inpainting run's evaluation takes `evaluation_samples` test images per mask family
+    (and no seeds: its latents and masks are fixed, training/evaluation/inpainting.py)."""
     run = Path(run)
     check_model_name(name)
     if sum((epoch is not None, select, bool(average))) > 1:
@@ -171,7 +230,10 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
     g, d = build_networks(config)
     g.load_state_dict(g_state)
     d.load_state_dict(d_state)
-    g_img, d = ImageGenerator(g).eval(), d.eval()
+    if config.inpainting:
+        g_img, d = InpaintingGenerator(g).eval(), InpaintingDiscriminator(d).eval()
+    else:
+        g_img, d = ImageGenerator(g).eval(), d.eval()
 
     with replacing(target, replace=force) as staged:
         parity = export_networks(g_img, d, staged, config)
@@ -184,11 +246,18 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
         if run_evaluation:
             # where it is measured from, as a reader of the card finds it
             generator = shown_path(target / written.generator.file)
-            source = onnx_source(staged / written.generator.file, written.latent,
-                                 generator, written.conditioning)
-            report = evaluate(source, staged / "evaluation", mnist, seeds=evaluation_seeds,
-                              n_samples=evaluation_samples, run=run,
-                              selection=selection if select else None)
+            if config.inpainting:
+                report = evaluate_inpainting(
+                    onnx_completer(staged / written.generator.file, written,
+                                   f"{generator} (onnxruntime, 1 thread)"),
+                    staged / "evaluation", mnist, n_images=evaluation_samples, run=run,
+                    validation_by_epoch=selection.cheap if select else None)
+            else:
+                source = onnx_source(staged / written.generator.file, written.latent,
+                                     generator, written.conditioning)
+                report = evaluate(source, staged / "evaluation", mnist,
+                                  seeds=evaluation_seeds, n_samples=evaluation_samples,
+                                  run=run, selection=selection if select else None)
             card["evaluation"] = evaluation_summary(report, shown_path(target))
             write_card(staged, card)
     return target
@@ -197,13 +266,14 @@ def export_model(run: str | Path, name: str, models_dir: Path = MODELS_DIR,
 def export_networks(g_img: nn.Module, d: nn.Module, folder: Path,
                     config: TrainConfig) -> dict[str, float]:
     """Write generator.onnx and discriminator.onnx into `folder`; their parity with torch,
-    refused above PARITY_TOLERANCE. A conditional pair takes c beside z and beside x."""
-    c = one_hot(torch.tensor([0, config.classes - 1]), config.classes) if config.classes else None
-    labels = ([LABEL_INPUT], (c,)) if config.classes else ([], ())
-    export_onnx(g_img, (sample_noise(2, config), *labels[1]),
-                folder / NETWORK_FILES["generator"], ["z", *labels[0]], ["x"])
-    export_onnx(d, (torch.zeros(2, *IMAGE_SHAPE), *labels[1]),
-                folder / NETWORK_FILES["discriminator"], ["x", *labels[0]], ["logit"])
+    refused above PARITY_TOLERANCE. A conditional pair takes c beside z and beside x; an
+    inpainting pair the image and mask beside z, the mask beside x."""
+    g_in, d_in = network_inputs(config, 2, torch.Generator().manual_seed(0),
+                                np.random.default_rng(0))
+    export_onnx(g_img, tuple(g_in.values()), folder / NETWORK_FILES["generator"], list(g_in),
+                ["x"])
+    export_onnx(d, tuple(d_in.values()), folder / NETWORK_FILES["discriminator"], list(d_in),
+                ["logit"])
     parity = check_parity(g_img, d, folder, config)
     if max(parity.values()) > PARITY_TOLERANCE:
         raise RuntimeError(f"onnxruntime differs from torch by {parity} (> {PARITY_TOLERANCE})")
@@ -216,6 +286,13 @@ def conditioning(config: TrainConfig) -> dict | None:
         return None
     return {"kind": "class", "input": LABEL_INPUT, "classes": config.classes,
             "names": [str(k) for k in range(config.classes)]}
+
+
+def inpainting() -> dict:
+    """The card's `inpainting` of an inpainting model: its graphs' extra inputs, the mask
+    families it was trained on and the fractions hidden that training drew from."""
+    return {"visible_input": VISIBLE_INPUT, "mask_input": MASK_INPUT,
+            "families": list(FAMILIES), "train_hidden": list(TRAIN_HIDDEN)}
 
 
 def model_card(name: str, run: Path, chosen: str, config: TrainConfig, facts: dict,
@@ -242,6 +319,8 @@ def model_card(name: str, run: Path, chosen: str, config: TrainConfig, facts: di
     }
     if config.classes:  # an unconditional card stays as it was, without the key
         card["conditioning"] = conditioning(config)
+    if config.inpainting:
+        card["inpainting"] = inpainting()
     return card
 
 
@@ -258,7 +337,13 @@ def evaluation_summary(report: dict, folder: Path | str) -> dict:
     """What the card keeps of the evaluation report of the model in `folder`: the
     classifier-based scores first (FD, precision, recall; for a conditional model label
     agreement and per-class FD), then the paper's Parzen estimate as the faithfulness check,
-    mode coverage and memorisation."""
+    mode coverage and memorisation. An inpainting model's: per mask family, the model's
+    and the z-search baseline's label agreement, hidden-pixel error and diversity."""
+    command = f"python -m training evaluate {folder}"
+    if "families" in report:
+        return {**{key: report[key] for key in (
+            "mean_over_families", "families", "ms_per_completion", "protocol", "baseline",
+            "classifier_test_accuracy")}, "command": command}
     p, pr = report["parzen"], report["precision_recall"]
     summary = {
         "classifier_fd": report["classifier_fd"],
@@ -277,6 +362,6 @@ def evaluation_summary(report: dict, folder: Path | str) -> dict:
                    "seeds": p["seeds"], "ceiling": p["ceiling_real_train_images"]},
         "modes": report["modes"],
         "memorisation": report["memorisation"],
-        "command": f"python -m training evaluate {folder}",
+        "command": command,
     })
     return summary
