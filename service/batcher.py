@@ -2,6 +2,11 @@
 onnxruntime call. A request's latents are fixed before it is queued (the seed contract),
 and G maps each row independently, so batching never changes what a request gets.
 
+The batcher waits for more rows only when waiting can pay: when the worker has requests
+in flight that are not in the batch yet (`in_flight`: the LoadShedder's count), so a lone
+client's request runs at once and concurrent ones still share a call. The wait ends at
+`max_wait_s`, or as soon as every request in flight has joined.
+
 A request whose client has gone while it waited in the queue is dropped when its batch
 runs (ClientGone, service/asgi/load_shedding.py): its rows are never computed.
 
@@ -27,16 +32,19 @@ Item = tuple[np.ndarray, Future, Client | None]  # rows, their answer, whose req
 
 class MicroBatcher:
     """One worker thread: take the first waiting request, then whatever else arrives within
-    `max_wait_s` while the batch holds fewer than `max_rows` rows; run `fn` once on all of
-    them; hand each request its rows back. A request larger than `max_rows` runs alone."""
+    `max_wait_s` while the batch holds fewer than `max_rows` rows and other requests are in
+    flight; run `fn` once on all of them; hand each request its rows back. A request larger
+    than `max_rows` runs alone. Without `in_flight` it always waits its `max_wait_s`."""
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_rows: int = 256,
                  max_wait_s: float = 0.002,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float], None] | None = None,
+                 in_flight: Callable[[], int] | None = None) -> None:
         if max_rows < 1 or max_wait_s < 0:
             raise ValueError("need max_rows >= 1 and max_wait_s >= 0")
         self.fn, self.max_rows, self.max_wait_s = fn, max_rows, max_wait_s
         self.on_batch = on_batch
+        self.in_flight = in_flight
         self._queue: queue.Queue[Item] = queue.Queue()
         self._carry: Item | None = None  # opens the next batch
         self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
@@ -55,6 +63,8 @@ class MicroBatcher:
             rows = len(batch[0][0])
             deadline = time.perf_counter() + self.max_wait_s
             while rows < self.max_rows:
+                if self._queue.empty() and not self._others_in_flight(len(batch)):
+                    break  # nobody else can join: waiting would only add latency
                 remaining = deadline - time.perf_counter()
                 try:
                     item = self._queue.get(timeout=remaining) if remaining > 0 else \
@@ -67,6 +77,12 @@ class MicroBatcher:
                 batch.append(item)
                 rows += len(item[0])
             self._execute(batch)
+
+    def _others_in_flight(self, in_batch: int) -> bool:
+        """Requests in flight that may still join: those not in the batch (a request in
+        flight on another route, or one whose answer is being sent, may never join; the
+        wait stays bounded by max_wait_s)."""
+        return self.in_flight is None or self.in_flight() > in_batch
 
     def _execute(self, batch: list[Item]) -> None:
         for _, future, client in batch:

@@ -19,7 +19,7 @@ from service import metrics
 from service.asgi import bentoml_fixes, connections, playground
 from service.asgi.access import AccessGuard
 from service.asgi.http_guard import HttpGuard
-from service.asgi.load_shedding import LoadShedder
+from service.asgi.load_shedding import LoadShedder, requests_in_flight
 from service.asgi.openapi import ApiDocs
 from service.batcher import MicroBatcher
 from service.contract.card import MAX_CLASSES, SEED_MAX, random_seed
@@ -142,7 +142,8 @@ class Counterfeit:
         # one batcher per (model, network): concurrent requests share onnxruntime calls
         self.batchers = {
             (name, network): MicroBatcher(fn, s.batch_max_rows, s.batch_wait_ms / 1e3,
-                                          on_batch=_observer(m, network))
+                                          on_batch=_observer(m, network),
+                                          in_flight=requests_in_flight)
             for name, m in self.models.items()
             for network, fn in (("generator", m.generate), ("discriminator", m.logits))
             if network in m.sessions and m.card.conditioning is None
@@ -294,7 +295,7 @@ class Counterfeit:
                 family: Annotated[Literal[FAMILIES] | None, Field(description=(
                     "A named mask instead of `mask`, drawn from `seed`: half, quarters, "
                     "centre or pixels."), examples=["half"])] = None,
-                hidden: Annotated[float, Field(gt=0, lt=1, description=(
+                hidden: Annotated[float, Field(ge=0.01, le=0.99, description=(
                     "With `family`: the share of pixels hidden (a half is always 0.5; "
                     "quarters come in steps of 0.25)."))] = 0.5,
                 k: Annotated[int, Field(ge=1, le=MAX_COMPLETIONS, strict=True, description=(

@@ -129,6 +129,12 @@ async def _read_body(receive: Any) -> bytes | None:
 _SHEDDERS: weakref.WeakSet[LoadShedder] = weakref.WeakSet()
 
 
+def requests_in_flight() -> int:
+    """Requests this worker is processing now (read from the batcher's thread: an int read
+    under the GIL, at worst one request stale)."""
+    return sum(shedder.in_flight for shedder in list(_SHEDDERS))
+
+
 class LoadShedder:
     """ASGI middleware: at most `max_in_flight` requests of this worker are processed at
     once; any other (but those to `never_shed` paths) is answered 503 with Retry-After.

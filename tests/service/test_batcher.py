@@ -53,3 +53,39 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_survives() -> None:
     with pytest.raises(RuntimeError, match="bad rows"):
         batcher(np.array([[-1.0]]))
     np.testing.assert_array_equal(batcher(np.array([[1.0]])), [[1.0]])
+
+
+def test_a_lone_request_runs_without_waiting_for_company() -> None:
+    """Only the caller is in flight: the batch runs at once, not after max_wait_s (60 s
+    here: a wait would fail the 10 s timeout below, not slow the test)."""
+    calls: list[int] = []
+    batcher = MicroBatcher(lambda x: calls.append(len(x)) or x, max_rows=64, max_wait_s=60,
+                           in_flight=lambda: 1)
+    done = threading.Event()
+    result: list[np.ndarray] = []
+
+    def ask() -> None:
+        result.append(batcher(np.ones((3, 2))))
+        done.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    assert done.wait(10), "a lone request waited for others that were not in flight"
+    assert calls == [3]
+
+
+def test_the_wait_ends_when_every_request_in_flight_has_joined() -> None:
+    """Two requests in flight: the first waits for the second (max_wait_s is 60 s), and the
+    batch runs as soon as it has joined: one call with both."""
+    calls: list[int] = []
+    batcher = MicroBatcher(lambda x: calls.append(len(x)) or x, max_rows=64, max_wait_s=60,
+                           in_flight=lambda: 2)
+    results: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+        i, batcher(np.full((i + 1, 2), float(i)))), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "the batch waited past the second request"
+    assert calls == [3]
+    np.testing.assert_array_equal(results[1], np.full((2, 2), 1.0))

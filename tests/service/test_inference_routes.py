@@ -174,7 +174,8 @@ def test_inpaint_without_model_uses_the_inpainting_model(client) -> None:
     ({"family": "stripes"}, None, "family", "family"),
     ({"family": "half", "k": "65"}, None, "k", "64"),
     ({"family": "half", "k": "0"}, None, "k", "1"),
-    ({"family": "half", "hidden": "1.0"}, None, "hidden", "1"),
+    ({"family": "half", "hidden": "1.0"}, None, "hidden", "0.99"),
+    ({"family": "pixels", "hidden": "0"}, None, "hidden", "0.01"),
     ({"family": "half", "k": "64", "file_rows": 17}, None, "k", "at most 1024 completions"),
 ])
 def test_bad_inpaint_requests_are_a_400_naming_the_field(client, data, mask, field,
