@@ -55,6 +55,9 @@ def main() -> int:
     args = parser.parse_args()
     settings = {"off": {"COUNTERFEIT_BATCHING": "off"},
                 "on, wait 2 ms": {"COUNTERFEIT_BATCHING": "on", "COUNTERFEIT_BATCH_WAIT_MS": "2"},
+                "on, always wait 2 ms": {"COUNTERFEIT_BATCHING": "on",
+                                         "COUNTERFEIT_BATCH_WAIT_MS": "2",
+                                         "COUNTERFEIT_BATCH_WAIT_ALWAYS": "on"},
                 "on, wait 0 ms": {"COUNTERFEIT_BATCHING": "on", "COUNTERFEIT_BATCH_WAIT_MS": "0"}}
     print(f"| batching | requests/s | p50 ms | p99 ms | errors |  ({args.users} users, "
           f"n=1 npy, {args.seconds:.0f} s)")

@@ -143,7 +143,8 @@ class Counterfeit:
         self.batchers = {
             (name, network): MicroBatcher(fn, s.batch_max_rows, s.batch_wait_ms / 1e3,
                                           on_batch=_observer(m, network),
-                                          in_flight=requests_in_flight)
+                                          in_flight=None if s.batch_wait_always
+                                          else requests_in_flight)
             for name, m in self.models.items()
             for network, fn in (("generator", m.generate), ("discriminator", m.logits))
             if network in m.sessions and m.card.conditioning is None

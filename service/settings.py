@@ -35,6 +35,9 @@ class Settings:
     batching: bool = True
     batch_max_rows: int = 256
     batch_wait_ms: float = 2.0
+    # off: wait only while other requests are in flight; on: always wait batch_wait_ms (the
+    # batcher as it was, to compare the two, and to make requests slow in tests)
+    batch_wait_always: bool = False
     # a log line per request costs ~10% of n=1 throughput on 2 cores; /metrics counts them
     access_log: bool = False
     jobs_dir: Path = _default_jobs_dir()
@@ -134,7 +137,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "models_dir": Path, "default_model": str, "device": _choice("auto", "cpu", "cuda"),
     "workers": _number(int, 1, 64), "max_body_bytes": _number(int, 1024, 1 << 30),
     "batching": _switch, "batch_max_rows": _number(int, 1, 65_536),
-    "batch_wait_ms": _number(float, 0.0, 1000.0), "access_log": _switch, "jobs_dir": Path,
+    "batch_wait_ms": _number(float, 0.0, 1000.0), "batch_wait_always": _switch,
+    "access_log": _switch, "jobs_dir": Path,
     "job_workers": _number(int, 1, 64), "queue_url": _queue_url,
     "max_queued_jobs": _number(int, 1, 1_000_000),
     "job_retention_hours": _number(float, 0.0, 24.0 * 365),

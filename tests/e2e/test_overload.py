@@ -18,8 +18,10 @@ import psutil
 
 from loadtests.server import Server, serving
 
-# n=1 requests wait up to this long in the batcher for more rows: each holds its slot ~1 s
-SLOW = {"COUNTERFEIT_DEFAULT_MODEL": "tiny", "COUNTERFEIT_BATCH_WAIT_MS": "1000"}
+# n=1 requests wait this long in the batcher for more rows, alone or not: each holds its
+# slot ~1 s
+SLOW = {"COUNTERFEIT_DEFAULT_MODEL": "tiny", "COUNTERFEIT_BATCH_WAIT_MS": "1000",
+        "COUNTERFEIT_BATCH_WAIT_ALWAYS": "on"}
 
 
 def _metric(text: str, name: str, labels: str = "") -> float:
