@@ -26,7 +26,7 @@ from service.contract.card import MAX_CLASSES, SEED_MAX, random_seed
 from service.contract.latent_paths import lerp, slerp
 from service.contract.masks import FAMILIES, masks
 from service.errors import RequestError, answers_request_errors
-from service.images import decode_mask, decode_upload, encode_npy, encode_png_grid
+from service.images import decode_mask, decode_upload, encode_npy, encode_png_grid, to_uint8
 from service.jobs import JobLimits, JobRunner, JobStore
 from service.jobs.store import FINISHED_STATES, LIVE_STATES
 from service.runtime import TASKS, Model, default_model, load_models, threads_per_worker, why_not
@@ -46,6 +46,9 @@ Seed = Annotated[int | None, Field(
     ge=0, le=SEED_MAX, strict=True, examples=[42],
     description="Seed of the latents (the seed contract: docs/http-api.md); none: a random "
                 "one, returned in the X-Seed header.")]
+NpyType = Annotated[Literal["float32", "uint8"], Field(
+    description="With format npy: float32 in [0, 1], or uint8 pixels (round(255 x), a "
+                "quarter of the bytes).")]
 ImageFormat = Annotated[Literal["png", "npy"], Field(
     description="png: one grid image; npy: a float32 array (n, *image shape) in [0, 1].")]
 ModelName = Annotated[str | None, Field(
@@ -80,13 +83,18 @@ def _observer(model: Model, network: str):
 
 def _image_response(model: Model, images: np.ndarray, fmt: str, seed: int | None,
                     ctx: bentoml.Context, cols: int | None = None,
-                    npy: np.ndarray | None = None) -> Response:
-    """`images` as a PNG grid (`cols` wide), or as a .npy (of `npy` where that differs)."""
+                    npy: np.ndarray | None = None, dtype: str = "float32") -> Response:
+    """`images` as a PNG grid (`cols` wide), or as a .npy of `dtype` (of `npy` where that
+    differs)."""
     headers = {"X-Seed": str(seed)} if seed is not None else {}
     ctx.response.status_code = 200
     if fmt == "npy":
-        return Response(encode_npy((images if npy is None else npy).astype(np.float32)),
-                        media_type="application/octet-stream", headers=headers)
+        array = images if npy is None else npy
+        array = to_uint8(array) if dtype == "uint8" else array.astype(np.float32)
+        return Response(encode_npy(array), media_type="application/octet-stream",
+                        headers=headers)
+    if dtype != "float32":
+        raise RequestError("dtype", "applies to format npy only (png is 8-bit already)")
     return Response(encode_png_grid(images, model.card.image, cols), media_type="image/png",
                     headers=headers)
 
@@ -206,15 +214,15 @@ class Counterfeit:
     @bentoml.api(route="/sample")
     @answers_request_errors
     def sample(self, ctx: bentoml.Context, n: N = 16, seed: Seed = None,
-               format: ImageFormat = "png", model: ModelName = None, label: Label = None
-               ) -> Annotated[bytes, ContentType("image/png")]:
+               format: ImageFormat = "png", model: ModelName = None, label: Label = None,
+               dtype: NpyType = "float32") -> Annotated[bytes, ContentType("image/png")]:
         """`n` images from G. With a `seed`, the latents are the seed contract's, so the
         same seed gives the same images anywhere; the seed used is in `X-Seed`."""
         m = self._model(model)
         classes = labels(m, label, within_memory(m, "n", n))
         seed = random_seed() if seed is None else seed
         images = self._generate(m, m.latents(n, seed), "sample", classes)
-        return _image_response(m, images, format, seed, ctx)
+        return _image_response(m, images, format, seed, ctx, dtype=dtype)
 
     @bentoml.api(route="/interpolate")
     @answers_request_errors
@@ -227,7 +235,8 @@ class Counterfeit:
                     method: Annotated[Literal["linear", "slerp"], Field(
                         description="linear: the segment; slerp: the great circle.")] = "linear",
                     format: ImageFormat = "png", model: ModelName = None,
-                    label: Label = None) -> Annotated[bytes, ContentType("image/png")]:
+                    label: Label = None, dtype: NpyType = "float32"
+                    ) -> Annotated[bytes, ContentType("image/png")]:
         """Images along a path in latent space, G(z_start) first and G(z_end) last. Each end
         is a seed or a latent vector (give `z_start` with `seed_start` null)."""
         m = self._model(model)
@@ -236,7 +245,7 @@ class Counterfeit:
                 latent_end(m, "end", seed_end, z_end)]
         path = (lerp if method == "linear" else slerp)(ends[0], ends[1], steps)
         images = self._generate(m, path, "interpolate", labels(m, label, steps))
-        return _image_response(m, images, format, None, ctx)
+        return _image_response(m, images, format, None, ctx, dtype=dtype)
 
     @bentoml.api(route="/score")
     @answers_request_errors

@@ -506,3 +506,21 @@ def test_every_generated_example_succeeds(client, route: str) -> None:
     body = _example_body(spec, route) if "requestBody" in spec["paths"][route]["post"] else {}
     r = client.post(route, json=body)
     assert r.status_code in (200, 202), (body, r.text)
+
+
+def test_npy_as_uint8_is_the_float_answer_rounded_in_a_quarter_of_the_bytes(client) -> None:
+    body = {"n": 6, "seed": 5, "format": "npy"}
+    floats = client.post("/sample", json=body)
+    pixels = client.post("/sample", json={**body, "dtype": "uint8"})
+    assert pixels.status_code == 200, pixels.text
+    as_float, as_uint8 = (np.load(io.BytesIO(r.content)) for r in (floats, pixels))
+    assert as_uint8.dtype == np.uint8 and as_uint8.shape == as_float.shape
+    np.testing.assert_array_equal(as_uint8, np.round(as_float * 255).astype(np.uint8))
+    assert len(pixels.content) < len(floats.content) / 3
+    walk = client.post("/interpolate", json={"seed_start": 0, "seed_end": 1, "steps": 3,
+                                             "format": "npy", "dtype": "uint8"})
+    assert np.load(io.BytesIO(walk.content)).dtype == np.uint8
+    r = client.post("/sample", json={"n": 2, "format": "png", "dtype": "uint8"})
+    assert r.status_code == 400 and r.json()["field"] == "dtype"
+    r = client.post("/sample", json={"n": 2, "format": "npy", "dtype": "float16"})
+    assert r.status_code == 400 and r.json()["field"] == "dtype"
