@@ -108,7 +108,7 @@ def _read_upload(file: object, field: str) -> bytes:
     return file.read_bytes()
 
 
-def _hidden_per_image(hidden: np.ndarray) -> np.ndarray:
+def _check_masks(hidden: np.ndarray) -> None:
     """Each mask must leave G something to complete and something to complete it from."""
     counts = hidden.reshape(len(hidden), -1).sum(axis=1)
     pixels = hidden[0].size
@@ -119,7 +119,6 @@ def _hidden_per_image(hidden: np.ndarray) -> np.ndarray:
         if count == pixels:
             raise RequestError("mask", f"the mask of image {i} hides every pixel: keep at "
                                "least one visible (/sample draws whole images)")
-    return counts
 
 
 # threads: requests in flight per worker, so that concurrent small requests can batch
@@ -333,7 +332,7 @@ class Counterfeit:
             hide = masks(family, n, seed, size, hidden)
         else:
             hide = decode_mask(_read_upload(mask, "mask"), size, n)
-        _hidden_per_image(hide)
+        _check_masks(hide)
         z = m.latents(n * k, seed)
         started = time.perf_counter()
         completions = m.complete(z, np.repeat(x, k, axis=0), np.repeat(hide, k, axis=0))

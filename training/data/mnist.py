@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from training.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIRS = (REPO_ROOT.parent / "shared" / "data" / "mnist", REPO_ROOT / "data" / "mnist")
 # yann.lecun.com refuses most downloads now; this is the mirror torchvision uses.
 DEFAULT_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"

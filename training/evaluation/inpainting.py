@@ -41,11 +41,9 @@ from training.gan.networks import build_networks, latent_prior
 from training.gan.train import Batch
 from training.inference.search import SearchBudget, load_frozen_generator, search
 from training.onnx_io import cpu_session
+from training.paths import PAPER_MODEL
 from training.runs import CHECKPOINT, CONFIG, load_config
 
-# The served unconditional G (report.UNCONDITIONAL_REFERENCE), whose latent space the
-# baseline searches.
-SEARCH_BASELINE = Path(__file__).resolve().parents[2] / "models" / "mnist-mlp"
 HIDDEN = 0.5  # the fraction hidden when measuring; training drew 0.25-0.75 (TRAIN_HIDDEN)
 MASK_SEED = 0  # masks(family, n, MASK_SEED, ...): image i's mask is the same for any n
 LATENT_SEED = 0  # completion j of every image: G on the seed contract's latents of seed + j
@@ -178,7 +176,7 @@ class SearchBaseline:
         return np.stack(out)
 
 
-def load_search_baseline(folder: Path = SEARCH_BASELINE) -> SearchBaseline:
+def load_search_baseline(folder: Path = PAPER_MODEL) -> SearchBaseline:
     """The z-search in the served unconditional G of `folder`."""
     frozen = load_frozen_generator(folder)
     return SearchBaseline(frozen.name, frozen.g, frozen.latent)

@@ -34,11 +34,11 @@ from training.evaluation.precision_recall import knn_radii, precision_recall
 from training.figures.conditional import FIGURES, conditional_figures
 from training.figures.curves import training_curves
 from training.figures.paper import figure2, figure3
+from training.paths import PAPER_MODEL
 from training.release.select import Selection, select_snapshot
 from training.runs import METRICS, SNAPSHOTS
 
 # The served unconditional model: a conditional G's report puts its FD beside this one's.
-UNCONDITIONAL_REFERENCE = Path(__file__).resolve().parents[2] / "models" / "mnist-mlp"
 
 
 def evaluate_path(path: Path, mnist: MNIST, out: Path | None = None, select: bool = False,
@@ -208,7 +208,7 @@ VALIDATION_LABELS = {"parzen": "validation Parzen LL (cheap setting)",
                      "class_fd": "validation class-conditional FD (cheap setting)"}
 
 
-def unconditional_reference(folder: Path = UNCONDITIONAL_REFERENCE) -> dict | None:
+def unconditional_reference(folder: Path = PAPER_MODEL) -> dict | None:
     """What the served unconditional model's card says of its FD and Parzen (None without
     it): a conditional model's overall FD is read beside it."""
     if not (folder / CARD_FILE).is_file():

@@ -50,6 +50,7 @@ from training.gan.networks import (
     sample_noise,
 )
 from training.onnx_io import OPSET, cpu_session, export_onnx
+from training.paths import MODELS_DIR
 from training.release.average import average_generator
 from training.release.select import select_snapshot, select_window
 from training.runs import (
@@ -61,7 +62,6 @@ from training.runs import (
     snapshot_file,
 )
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 PARITY_TOLERANCE = 1e-5
 # The name of the label input of a conditional model's graphs (the card's conditioning.input).
 LABEL_INPUT = "c"
