@@ -13,7 +13,7 @@ export COUNTERFEIT_DATA_DIR ?= $(abspath ../shared/data/mnist)
 # BentoML posts usage statistics to its vendor at every start unless told not to
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help serve test test-serve test-slow lint data figure1 train classifier evaluate loadtest bench soak clean
+.PHONY: help serve test test-serve test-slow lint data figure1 train classifier evaluate loadtest bench gpu-check soak clean
 
 help:
 	@echo "make serve      serve the shipped model on 127.0.0.1:3000"
@@ -27,7 +27,9 @@ help:
 	@echo "make evaluate RUN=runs/NAME   evaluate the run's best snapshot (--select)"
 	@echo "make classifier  retrain training/evaluation/mnist-classifier (the evaluation's classifier)"
 	@echo "make loadtest [PROFILE=mixed USERS=20 DURATION=60s]  locust against a fresh service"
-	@echo "make bench      every benchmark ratio -> docs/benchmarks.md (quiet machine, ~4 min)"
+	@echo "make bench      Counterfeit vs the floor and its peers under wrk, and every other"
+	@echo "                benchmark ratio -> docs/benchmarks.md (quiet machine, ~20 min)"
+	@echo "make gpu-check  on an NVIDIA GPU: CUDA really used, images = CPU's, GPU figures"
 	@echo "make soak       10 min of locust: 0 failures and RSS growth < 10% (not in CI)"
 
 $(BIN)/python:
@@ -98,6 +100,16 @@ loadtest: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python loadtests/bench.py
+
+# onnxruntime-gpu in its own venv: it and onnxruntime overwrite each other's files
+GPU_VENV ?= .venv-gpu
+gpu-check:
+	@test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q -e '.[serve-gpu]' 'httpx>=0.27' 'psutil>=5.9'
+	@if $(GPU_VENV)/bin/python -c 'import importlib.metadata as m; m.version("onnxruntime")' \
+		2>/dev/null; then echo "$(GPU_VENV) has onnxruntime beside onnxruntime-gpu: remove it"; \
+		exit 1; fi
+	$(GPU_VENV)/bin/python loadtests/gpu_check.py
 
 SOAK_USERS ?= 10
 SOAK_SECONDS ?= 600

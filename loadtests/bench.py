@@ -1,9 +1,13 @@
 """`make bench`: every figure of docs/benchmarks.md, each a ratio against a baseline
-measured in the same run on the same machine. Writes docs/benchmarks.md.
+measured in the same run on the same machine, and the serving goals computed from them.
+Writes docs/benchmarks.md (its hand-written analysis at the end is kept).
 
-Rows: 1 G in-process, onnxruntime vs torch eager (and the machine's fp32 GEMM ceiling);
-2 served vs in-process; 3 n=1 at 32 users, batching on vs off; 4 the peer (FastAPI +
-torch eager) under the same locust profile; 5 our trainer vs a minimal loop; 6 Parzen.
+Sections: 1 G in-process, onnxruntime vs torch eager (and the machine's fp32 GEMM
+ceiling); 2 Counterfeit against the floor, FastAPI + torch and LitServe under wrk
+(loadtests/serving_bench.py), with scoring and jobs; 3 our trainer vs a minimal loop;
+4 Parzen. About 15 minutes; run it on a quiet machine.
+
+    .venv/bin/python loadtests/bench.py [--seconds 5] [--repetitions 3] [--loads n1-32,...]
 """
 
 from __future__ import annotations
@@ -12,16 +16,12 @@ import argparse
 import itertools
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -31,8 +31,11 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from loadtests.baselines.fastapi_torch import generator_from_onnx  # noqa: E402
-from loadtests.batching import hammer  # noqa: E402
-from loadtests.server import MODELS, free_port, running, serving_shipped  # noqa: E402
+from loadtests.gpu_check import START as GPU_SECTION  # noqa: E402
+from loadtests.rates import rate  # noqa: E402
+from loadtests.server import MODELS  # noqa: E402
+from loadtests.serving_bench import JOB_IMAGES, LOADS, Row, cores, measure  # noqa: E402
+from loadtests.wrk import WrkResult  # noqa: E402
 from service.contract.card import read_card  # noqa: E402
 from service.runtime import make_session  # noqa: E402
 
@@ -41,20 +44,9 @@ CARD = read_card(MODEL)
 # multiply-adds of G's layers (latent -> hidden -> ... -> pixels), from the card
 _G_SIZES = [CARD.latent.dim, *CARD.raw["training"]["config"]["g_hidden"], CARD.image.pixels]
 G_FLOPS_PER_SAMPLE = 2 * sum(a * b for a, b in itertools.pairwise(_G_SIZES))
+ALL_CORES = os.sched_getaffinity(0)
 # docs/benchmarks.md from this line on is written by hand and kept by `make bench`
 ANALYSIS = "<!-- analysis: written by hand, kept by make bench -->"
-
-
-def rate(fn: Callable[[], object], rows: int, seconds: float = 1.0) -> float:
-    """Rows per second of fn, from the median of repeated calls over about `seconds`."""
-    fn()
-    times = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 5:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return rows / statistics.median(times)
 
 
 GEMM_SHAPES = ((1024, 1200, 1200), (2048, 2048, 2048), (4096, 1024, 1024))
@@ -119,123 +111,108 @@ def row1_inprocess(threads: int) -> tuple[list[str], dict[int, float]]:
     return lines, ort_rates
 
 
-def served_rate(url: str, n: int, clients: int, seconds: float) -> float:
-    done = [0]
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
-
-    def client() -> None:
-        with httpx.Client(timeout=60) as c:
-            while time.monotonic() < stop:
-                r = c.post(f"{url}/sample", json={"n": n, "format": "npy"})
-                r.raise_for_status()
-                with lock:
-                    done[0] += n
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return done[0] / (time.monotonic() - started)
+def inprocess_one_thread(core: int | None) -> dict[str, float]:
+    """In-process rates on the server's core with one onnxruntime thread, as every served
+    contender runs: G samples/s at batch 256 and 1024, D images/s at batch 64."""
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    try:
+        g = make_session(MODEL / "generator.onnx", ["CPUExecutionProvider"], 1)
+        d = make_session(MODEL / "discriminator.onnx", ["CPUExecutionProvider"], 1)
+        x = np.random.default_rng(0).random((64, *CARD.image.shape), np.float32)
+        return {"g256": rate(lambda: g.run(None, {"z": CARD.latent.sample(256, 0)}), 256),
+                "g1024": rate(lambda: g.run(None, {"z": CARD.latent.sample(1024, 0)}), 1024),
+                "d64": rate(lambda: d.run(None, {"x": x}), 64)}
+    finally:
+        os.sched_setaffinity(0, ALL_CORES)
 
 
-def row2_served(ort_rates: dict[int, float], seconds: float
-                ) -> tuple[list[str], dict[tuple[int, int], float]]:
-    lines = ["| request | clients | served samples/s | in-process samples/s | "
-             "served / in-process |", "| --- | --- | --- | --- | --- |"]
-    ratios = {}
-    with serving_shipped() as server:
-        for n in (64, 256):
-            for clients in (1, 4):
-                served_rate(server.url, n, clients, 1.0)  # warm-up
-                served = served_rate(server.url, n, clients, seconds)
-                ratios[(n, clients)] = served / ort_rates[n]
-                lines.append(f"| n={n} npy | {clients} | {served:,.0f} | {ort_rates[n]:,.0f} | "
-                             f"{served / ort_rates[n]:.2f} |")
-    return lines, ratios
+# the table's column of each load: requests/s, or images/s where a request is many images
+def _per_s(load: str, result: WrkResult) -> float:
+    return result.requests_per_s * (LOADS[load].images if load in LOADS else 1)
 
 
-def row3_batching(seconds: float) -> tuple[list[str], dict[str, dict]]:
-    lines = ["| batching | requests/s | p50 ms | p99 ms | errors (503s included) |",
-             "| --- | --- | --- | --- | --- |"]
-    figures = {}
-    for label, env in (("off", {"COUNTERFEIT_BATCHING": "off"}),
-                       ("on (2 ms, 256 rows)", {"COUNTERFEIT_BATCHING": "on"})):
-        with serving_shipped(**env) as server:
-            hammer(server.url, 32, 2)
-            wall, lat, errors = hammer(server.url, 32, seconds)
-        figures[label] = {"rps": len(lat) / wall, "p99_ms": lat[int(0.99 * len(lat))] * 1e3,
-                          "errors": errors}
-        lines.append(f"| {label} | {len(lat) / wall:.0f} | {lat[len(lat) // 2] * 1e3:.1f} | "
-                     f"{figures[label]['p99_ms']:.1f} | {errors} |")
-    return lines, figures
+def serving_tables(rows: dict[str, Row], names: list[str], reference: dict[str, float]
+                   ) -> list[str]:
+    lines = []
+    for load, row in rows.items():
+        if load == "jobs":
+            continue
+        title = LOADS[load].name if load in LOADS else "/score, 64 uint8 images, 8 connections"
+        unit = "requests/s" if load in ("n1-32", "n1-1") else "images/s"
+        floor = max((row.median(f, lambda r, load=load: _per_s(load, r))
+                     for f in ("floor", "floor (batched)") if f in row.runs), default=None)
+        lines += [f"**{title}**", "", f"| server | {unit} | spread | p50 ms | p99 ms | "
+                  "vs best floor | images right |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for who in (n for n in names if n in row.runs):
+            per_s = row.median(who, lambda r, load=load: _per_s(load, r))
+            low, high = row.spread(who, lambda r, load=load: _per_s(load, r))
+            versus = f"{per_s / floor:.2f}" if floor else "—"
+            lines.append(f"| {who} | {per_s:,.0f} | {low:,.0f}–{high:,.0f} | "
+                         f"{row.median(who, lambda r: r.p50_ms):.2f} | "
+                         f"{row.median(who, lambda r: r.p99_ms):.1f} | {versus} | "
+                         f"{row.wrong.get(who, 'yes')} |")
+        if load == "score":
+            served = row.median("counterfeit", lambda r: _per_s("score", r))
+            lines.append(f"\nIn-process D, batch 64, one thread: {reference['d64']:,.0f} images/s "
+                         f"(served / in-process {served / reference['d64']:.2f}).")
+        lines.append("")
+    if "jobs" in rows:
+        row = rows["jobs"]
+        seconds = row.median("counterfeit", lambda r: r.seconds)
+        per_s = JOB_IMAGES / seconds
+        lines += ["**Jobs**: one job of "
+                  f"{JOB_IMAGES:,} images, submit to completed (status polled every 50 ms): "
+                  f"{seconds:.2f} s, {per_s:,.0f} images/s; in-process G at batch 1024, one "
+                  f"thread: {reference['g1024']:,.0f} samples/s (job / in-process "
+                  f"{per_s / reference['g1024']:.2f}); result right: "
+                  f"{row.wrong.get('counterfeit', 'yes')}.", ""]
+    return lines
 
 
-def _locust(profile: str, host: str, users: int, duration: str, out: Path) -> dict:
-    subprocess.run([sys.executable, str(HERE / "run.py"), "--profile", profile, "--host", host,
-                    "--users", str(users), "--duration", duration, "--out", str(out)],
-                   cwd=REPO, capture_output=True, text=True)
-    stats = {row.split(",")[1]: row.split(",") for row in
-             (out / "locust_stats.csv").read_text().splitlines()[1:]}
-    header = (out / "locust_stats.csv").read_text().splitlines()[0].split(",")
-    agg = dict(zip(header, stats["Aggregated"], strict=True))
-    return {"rps": float(agg["Requests/s"]), "p99": float(agg["99%"]),
-            "failures": int(agg["Failure Count"])}
+def goals(rows: dict[str, Row], reference: dict[str, float]) -> list[str]:
+    """The serving goals against this run's figures (medians of the repetitions)."""
+    def rps(load: str, who: str) -> float:
+        return rows[load].median(who, lambda r: _per_s(load, r))
 
+    def p(load: str, who: str, which: str) -> float:
+        return rows[load].median(who, lambda r: getattr(r, which))
 
-def row4_peer(duration: str, users: int) -> tuple[list[str], dict[str, float]]:
-    lines = ["| profile | server | samples/s | p99 ms | failures |",
-             "| --- | --- | --- | --- | --- |"]
-    results, ratios = {}, {}
-    out = Path(tempfile.mkdtemp())
-    for profile, n in (("npy64", 64), ("single", 1)):
-        with serving_shipped() as server:
-            results[(profile, "counterfeit")] = _locust(profile, server.url, users, duration,
-                                                        out / f"c-{profile}")
-        port = free_port()
-        peer = f"http://127.0.0.1:{port}"
-        with running([sys.executable, "-m", "uvicorn", "loadtests.baselines.fastapi_torch:app",
-                      "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                     peer, out / f"peer-{profile}.log"):
-            results[(profile, "peer")] = _locust(profile, peer, users, duration,
-                                                 out / f"p-{profile}")
-        for who in ("counterfeit", "peer"):
-            r = results[(profile, who)]
-            lines.append(f"| {profile} ({users} users) | {who} | {r['rps'] * n:,.0f} | "
-                         f"{r['p99']:.0f} | {r['failures']} |")
-        ours, theirs = results[(profile, "counterfeit")], results[(profile, "peer")]
-        ratios[profile] = ours["rps"] / theirs["rps"]
-        lines.append(f"| {profile} | **ratio** | **{ratios[profile]:.2f}×** | "
-                     f"{ours['p99'] / max(theirs['p99'], 1e-9):.2f}× | |")
-    if (MODELS / "mnist-conditional").is_dir():  # §7.1: labelled samples; the peer has none
-        with serving_shipped() as server:
-            r = _locust("labelled", server.url, users, duration, out / "c-labelled")
-        lines.append(f"| labelled n=16 ({users} users) | counterfeit | {r['rps'] * 16:,.0f} | "
-                     f"{r['p99']:.0f} | {r['failures']} |")
-    return lines, ratios
-
-
-def goals(served: dict[tuple[int, int], float], batching: dict[str, dict],
-          peer: dict[str, float]) -> list[str]:
-    """The serving goals against this run's figures."""
-    on, off = batching["on (2 ms, 256 rows)"], batching["off"]
-    best_served = max(r for (n, _), r in served.items() if n == 256)
-    rows = [
-        ("served n=256 npy ≥ 50% of in-process onnxruntime at batch 256",
-         f"{best_served:.0%} (best of 1 and 4 clients)", best_served >= 0.5),
-        ("batching on at least as fast as off, n=1, 32 users",
-         f"{on['rps']:.0f} vs {off['rps']:.0f} requests/s ({on['rps'] / off['rps']:.2f}×)",
-         on["rps"] >= off["rps"]),
-        ("p99 under 100 ms with batching, n=1, 32 users", f"{on['p99_ms']:.0f} ms",
-         on["p99_ms"] < 100),
-        ("≥ 1.5× the peer's samples/s", ", ".join(f"{k} {v:.2f}×" for k, v in peer.items()),
-         all(v >= 1.5 for v in peer.values())),
+    ours = "counterfeit"
+    litserve = max(("litserve", "litserve (batched)"), key=lambda w: rps("n1-32", w))
+    best_floor = {load: max(("floor", "floor (batched)"), key=lambda w, load=load: rps(load, w))
+                  for load in ("npy64", "png16")}
+    checks = [
+        ("n = 1, 32 connections: ≥ 1.1× the (unbatched) floor",
+         rps("n1-32", ours) / rps("n1-32", "floor"), 1.1),
+        ("n = 1, 32 connections: ≥ 1.5× FastAPI + torch",
+         rps("n1-32", ours) / rps("n1-32", "fastapi + torch"), 1.5),
+        (f"n = 1, 32 connections: ≥ 2× LitServe (its better: {litserve})",
+         rps("n1-32", ours) / rps("n1-32", litserve), 2.0),
+        ("n = 1, 32 connections: p99 ≤ 50 ms", 50 / p("n1-32", ours, "p99_ms"), 1.0),
+        ("n = 1, one client: p50 latency ≤ 1.5× the floor's",
+         1.5 * p("n1-1", "floor", "p50_ms") / p("n1-1", ours, "p50_ms"), 1.0),
+        (f"n = 64 npy: ≥ 0.9 of the floor ({best_floor['npy64']})",
+         rps("npy64", ours) / rps("npy64", best_floor["npy64"]), 0.9),
+        (f"n = 16 PNG: ≥ 0.9 of the floor ({best_floor['png16']})",
+         rps("png16", ours) / rps("png16", best_floor["png16"]), 0.9),
+        ("n = 256 npy: ≥ 0.95 of in-process onnxruntime, one thread",
+         rps("npy256", ours) / reference["g256"], 0.95),
     ]
-    return ["| goal | this run | met |", "| --- | --- | --- |",
-            *(f"| {goal} | {figure} | {'yes' if met else '**no**'} |"
-              for goal, figure, met in rows)]
+    figures = {
+        "n = 1, 32 connections: p99 ≤ 50 ms": f"{p('n1-32', ours, 'p99_ms'):.1f} ms",
+        "n = 1, one client: p50 latency ≤ 1.5× the floor's":
+            f"{p('n1-1', ours, 'p50_ms'):.2f} ms vs {p('n1-1', 'floor', 'p50_ms'):.2f} ms "
+            f"({p('n1-1', ours, 'p50_ms') / p('n1-1', 'floor', 'p50_ms'):.2f}×)",
+    }
+    wrong = sorted({f"{who} ({load}): {what}" for load, row in rows.items()
+                    for who, what in row.wrong.items()})
+    lines = ["| goal | this run | met |", "| --- | --- | --- |",
+             *(f"| {goal} | {figures.get(goal, f'{value:.2f}×')} | "
+               f"{'yes' if value >= target else '**no**'} |" for goal, value, target in checks),
+             f"| every server's images right, every run | "
+             f"{'; '.join(wrong) if wrong else 'all right'} | {'**no**' if wrong else 'yes'} |"]
+    return lines
 
 
 def row5_training(steps: int) -> list[str]:
@@ -322,29 +299,43 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per load measurement")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per wrk measurement")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--loads", default=",".join([*LOADS, "score", "jobs"]),
+                        help="comma-separated: " + ", ".join([*LOADS, "score", "jobs"]))
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     args = parser.parse_args()
+    loads = args.loads.split(",")
+    server_core, load_core = cores()
+    started = time.monotonic()
     sections = []
-    rows1, ort_rates = row1_inprocess(threads=2)
-    sections.append(("1. Generator in-process (2 threads)", rows1))
-    rows2, served = row2_served(ort_rates, args.seconds)
-    sections.append(("2. Served vs in-process", rows2))
-    rows3, batching = row3_batching(args.seconds)
-    sections.append(("3. n=1 requests at 32 concurrent clients", rows3))
-    rows4, peer = row4_peer(f"{int(args.seconds * 2)}s", users=16)
-    sections.append(("4. Peer: FastAPI + torch eager, same locust profile", rows4))
-    sections.append(("5. Training iteration", row5_training(steps=200)))
-    sections.append(("6. Evaluation", row6_parzen()))
-    sections.insert(0, ("Goals, from this run", goals(served, batching, peer)))
+    rows1, _ = row1_inprocess(threads=len(ALL_CORES))
+    sections.append((f"1. Generator in-process ({len(ALL_CORES)} threads)", rows1))
+    reference = inprocess_one_thread(server_core)
+    rows, chosen = measure(loads, args.repetitions, args.seconds, server_core, load_core,
+                           progress=lambda line: print(line, flush=True))
+    names = [c.name for c in chosen]
+    sections.append(("2. Serving: Counterfeit and its peers under wrk", [
+        f"Each server pinned to core {server_core} with one onnxruntime thread, wrk (one "
+        f"thread) pinned to core {load_core}; {args.repetitions} alternating repetitions of "
+        f"{args.seconds:g} s after 1 s of warm-up; medians, and the spread over the "
+        "repetitions. \"images right\": after every run the server's npy (and PNG) answer "
+        "for a fixed seed was compared with onnxruntime in this process.",
+        "", *serving_tables(rows, names, reference)]))
+    if {"n1-32", "n1-1", "npy64", "png16", "npy256"} <= set(loads):
+        sections.insert(0, ("Goals, from this run", goals(rows, reference)))
+    sections.append(("3. Training iteration", row5_training(steps=200)))
+    sections.append(("4. Evaluation", row6_parzen()))
     text = ["# Benchmarks", "", f"Machine: {machine()}. Generated by `make bench` "
-            f"({time.strftime('%Y-%m-%d')}); the load generator runs on the same cores.", ""]
+            f"({time.strftime('%Y-%m-%d')}, {(time.monotonic() - started) / 60:.0f} min).", ""]
     for title, lines in sections:
         text += [f"## {title}", "", *lines, ""]
     out = Path(args.out)
     previous = out.read_text() if out.is_file() else ""
-    if ANALYSIS in previous:  # the hand-written part stays
-        text.append(previous[previous.index(ANALYSIS):])
+    for kept in (GPU_SECTION, ANALYSIS):  # make gpu-check's section and the hand-written
+        if kept in previous:              # analysis stay
+            text.append(previous[previous.index(kept):])
+            break
     out.write_text("\n".join(text))
     print("\n".join(text))
     return 0

@@ -4,7 +4,9 @@ and G maps each row independently, so batching never changes what a request gets
 
 The batcher waits for more rows only when waiting can pay: when the worker has requests
 in flight that are not in the batch yet (`in_flight`: the LoadShedder's count), so a lone
-client's request runs at once and concurrent ones still share a call. The wait ends at
+client's request runs at once and concurrent ones still share a call. A request alone in
+the worker is not even handed to the batcher's thread: its caller runs it (`alone`,
+`run_alone`; callers on the event loop do so only for small requests). The wait ends at
 `max_wait_s`, or as soon as every request in flight has joined.
 
 A request whose client has gone while it waited in the queue is dropped when its batch
@@ -51,9 +53,22 @@ class MicroBatcher:
         self._worker.start()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """fn(x) for a caller on a thread that may block: at once if alone (`alone`), else
+        in a batch."""
+        return self.run_alone(x) if self.alone() else self.submit(x).result()
+
+    def submit(self, x: np.ndarray) -> Future:
+        """Queue x's rows for the next batch; the future holds fn's rows for them (for a
+        caller on the event loop: asyncio.wrap_future)."""
         future: Future = Future()
         self._queue.put((x, future, current_client()))
-        return future.result()
+        return future
+
+    def alone(self) -> bool:
+        """Whether the caller's request is the only one in flight and no batch is forming:
+        then nobody can join it, and handing it to the batcher's thread would only cost
+        two thread switches."""
+        return self._carry is None and self._queue.empty() and not self._others_in_flight(1)
 
     def _run(self) -> None:
         lower_thread_priority()  # like the request threads: the event loop comes first
@@ -83,6 +98,14 @@ class MicroBatcher:
         flight on another route, or one whose answer is being sent, may never join; the
         wait stays bounded by max_wait_s)."""
         return self.in_flight is None or self.in_flight() > in_batch
+
+    def run_alone(self, x: np.ndarray) -> np.ndarray:
+        """fn(x) on the caller's thread, counted as a batch of its own."""
+        started = time.perf_counter()
+        out = self.fn(x)
+        if self.on_batch is not None:
+            self.on_batch(len(x), time.perf_counter() - started)
+        return out
 
     def _execute(self, batch: list[Item]) -> None:
         for _, future, client in batch:

@@ -4,6 +4,7 @@ decorator that turns it into that answer for every route."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,15 +26,29 @@ class RequestError(ValueError):
 
 
 def answers_request_errors(route: F) -> F:
-    """A RequestError raised by `route` becomes its 4xx JSON answer. The route must take
-    BentoML's `ctx`: BentoML applies ctx's status code to whatever the route returns."""
+    """A RequestError raised by `route` becomes its 4xx JSON answer. Where the route takes
+    BentoML's `ctx`, its status code is set too: BentoML applies it to whatever the route
+    returns."""
+
+    def answer(err: RequestError, kwargs: dict) -> JSONResponse:
+        if "ctx" in kwargs:
+            kwargs["ctx"].response.status_code = err.status
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    if inspect.iscoroutinefunction(route):
+        @functools.wraps(route)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await route(*args, **kwargs)
+            except RequestError as err:
+                return answer(err, kwargs)
+        return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(route)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return route(*args, **kwargs)
         except RequestError as err:
-            kwargs["ctx"].response.status_code = err.status
-            return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+            return answer(err, kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.contract.card import CARD_FILE, CardError, ModelCard, read_card, verify_files
+from service.settings import available_cores
 
 log = logging.getLogger("counterfeit")
 
@@ -59,9 +60,14 @@ def make_session(model: str | bytes | Path, providers: list[str],
                                 providers=providers)
 
 
+IO_BINDING_MIN_ROWS = 256
+
+
 def threads_per_worker(workers: int) -> int:
-    """onnxruntime intra-op threads per worker: the cores shared out, at least 1."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """onnxruntime intra-op threads per worker: the cores this process may use shared out,
+    at least 1 (with the default of a worker per core: 1, which docs/benchmarks.md section
+    1 measures)."""
+    return max(1, available_cores() // max(1, workers))
 
 
 @dataclass
@@ -71,6 +77,9 @@ class Model:
     card: ModelCard
     sessions: dict[str, ort.InferenceSession]  # role -> session
     provider: str
+    # onnxruntime I/O binding, outputs allocated on this device ("cuda"), for batches of
+    # IO_BINDING_MIN_ROWS and more; None: plain session.run (the CPU provider gains nothing)
+    io_binding: str | None = None
 
     @property
     def name(self) -> str:
@@ -88,6 +97,21 @@ class Model:
     def inpaints(self) -> bool:
         """G completes images given their visible pixels (§7.3) rather than drawing them."""
         return self.card.inpainting is not None
+
+    def _run(self, role: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs of network `role` for `feeds`. On a GPU, large batches go through I/O
+        binding: onnxruntime allocates the outputs on the device and copies them to the
+        host in one piece after the run, instead of through its per-run output handling."""
+        session = self.sessions[role]
+        if self.io_binding is None or len(next(iter(feeds.values()))) < IO_BINDING_MIN_ROWS:
+            return session.run(None, feeds)
+        binding = session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        for output in session.get_outputs():
+            binding.bind_output(output.name, self.io_binding)
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
 
     def latents(self, n: int, seed: int) -> np.ndarray:
         """The seed contract (card.Latent.sample)."""
@@ -111,7 +135,7 @@ class Model:
     def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """(n, dim) float32 latents -> (n, *image.shape) float32 images in [0, 1]."""
         z = np.ascontiguousarray(z, np.float32)
-        x = self.sessions["generator"].run(None, self._feeds("z", z, labels))[0]
+        x = self._run("generator", self._feeds("z", z, labels))[0]
         # onnxruntime's float32 sigmoid can return 1 + 1 ulp: keep the [0, 1] promise
         return np.clip(x, 0.0, 1.0, out=x).reshape(len(z), *self.card.image.card_shape)
 
@@ -120,14 +144,13 @@ class Model:
         """(n, *image.shape) float32 images in [0, 1] -> (n,) logits of D (an inpainting
         model's D also reads the mask the image was completed under)."""
         x = np.ascontiguousarray(x, np.float32).reshape(len(x), *self.card.image.shape)
-        return self.sessions["discriminator"].run(None, self._feeds("x", x, labels, mask))[0] \
-            .reshape(len(x))
+        return self._run("discriminator", self._feeds("x", x, labels, mask))[0].reshape(len(x))
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """§7.2: (n, *image.shape) images in [0, 1] -> (n, dim) latents E(x) with G(E(x))
         close to x."""
         x = np.ascontiguousarray(x, np.float32).reshape(len(x), *self.card.image.shape)
-        return self.sessions["encoder"].run(None, {"x": x})[0]
+        return self._run("encoder", {"x": x})[0]
 
     def complete(self, z: np.ndarray, visible: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """§7.3: G(z | visible pixels): (n, dim) latents, (n, *image.shape) images and
@@ -140,7 +163,7 @@ class Model:
         hidden = np.asarray(mask, bool).reshape(len(z), *shape[1:])
         feeds = {"z": np.ascontiguousarray(z, np.float32), inpainting.visible_input: visible,
                  inpainting.mask_input: hidden.astype(np.float32)}
-        x = self.sessions["generator"].run(None, feeds)[0]
+        x = self._run("generator", feeds)[0]
         np.clip(x, 0.0, 1.0, out=x)
         x = np.where(hidden[:, None], x, visible)  # every channel of a hidden pixel
         return x.reshape(len(z), *self.card.image.card_shape)
@@ -180,7 +203,8 @@ def load_model(folder: Path, providers: list[str], threads: int,
             raise DeviceError(f"{folder}: onnxruntime fell back to {provider} although CUDA "
                               "was asked for (CUDA / cuDNN libraries missing?)")
         log.warning("onnxruntime could not use CUDA; serving %s on %s", folder.name, provider)
-    model = Model(card, sessions, provider)
+    model = Model(card, sessions, provider,
+                  io_binding="cuda" if provider == "CUDAExecutionProvider" else None)
     # warm-up: the first call of a session allocates; do it before /readyz says yes
     labels = np.zeros(2, np.int64) if card.conditioning else None
     z = model.latents(2, 0)

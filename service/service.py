@@ -4,6 +4,7 @@ every error is a 4xx {"error", "field"} (service/errors.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -16,8 +17,10 @@ from pydantic import Field
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from service import metrics
-from service.asgi import bentoml_fixes, connections, playground
+from service.asgi import bentoml_fixes, connections, fast_routes, playground
 from service.asgi.access import AccessGuard
+from service.asgi.bentoml_fixes import in_work_thread
+from service.asgi.fast_routes import FastRoutes
 from service.asgi.http_guard import HttpGuard
 from service.asgi.load_shedding import LoadShedder, requests_in_flight
 from service.asgi.openapi import ApiDocs
@@ -38,6 +41,10 @@ MAX_SAMPLES = 1024
 MAX_JOB_IMAGES = 100_000
 MAX_STEPS = 256
 MAX_COMPLETIONS = 64
+# routes running at once per worker, so that concurrent small requests can batch
+WORK_THREADS = 32
+# the most rows a request alone in the worker runs and encodes on the event loop itself
+INLINE_MAX_ROWS = 16
 
 # Request fields: type, limits, description and a working example, once each.
 N = Annotated[int, Field(ge=1, le=MAX_SAMPLES, strict=True, description="How many images.",
@@ -70,24 +77,28 @@ Upload = Annotated[Path, Field(description="A .npy of (n, *image shape) or (n, p
 
 log = logging.getLogger("counterfeit")
 check_or_exit(SETTINGS)
-bentoml_fixes.install()
+bentoml_fixes.install(WORK_THREADS)
 connections.install(SETTINGS)  # request heads: size, time; idle and too many connections
 
 
 def _observer(model: Model, network: str):
+    seconds_of = metrics.INFERENCE_SECONDS.labels(model.name, network, model.provider)
+    rows_of = metrics.INFERENCE_BATCH_ROWS.labels(model.name, network)
+
     def observe(rows: int, seconds: float) -> None:
-        metrics.INFERENCE_SECONDS.labels(model.name, network, model.provider).observe(seconds)
-        metrics.INFERENCE_BATCH_ROWS.labels(model.name, network).observe(rows)
+        seconds_of.observe(seconds)
+        rows_of.observe(rows)
     return observe
 
 
 def _image_response(model: Model, images: np.ndarray, fmt: str, seed: int | None,
-                    ctx: bentoml.Context, cols: int | None = None,
+                    ctx: bentoml.Context | None, cols: int | None = None,
                     npy: np.ndarray | None = None, dtype: str = "float32") -> Response:
     """`images` as a PNG grid (`cols` wide), or as a .npy of `dtype` (of `npy` where that
     differs)."""
     headers = {"X-Seed": str(seed)} if seed is not None else {}
-    ctx.response.status_code = 200
+    if ctx is not None:
+        ctx.response.status_code = 200
     if fmt == "npy":
         array = images if npy is None else npy
         array = to_uint8(array) if dtype == "uint8" else array.astype(np.float32)
@@ -97,6 +108,15 @@ def _image_response(model: Model, images: np.ndarray, fmt: str, seed: int | None
         raise RequestError("dtype", "applies to format npy only (png is 8-bit already)")
     return Response(encode_png_grid(images, model.card.image, cols), media_type="image/png",
                     headers=headers)
+
+
+async def _image_response_on_loop(model: Model, images: np.ndarray, fmt: str,
+                                  seed: int | None, dtype: str) -> Response:
+    """`_image_response` for a route on the event loop: encoded there for a small answer,
+    on a work thread for a large one (a PNG grid of 1,024 images takes milliseconds)."""
+    if len(images) <= INLINE_MAX_ROWS:
+        return _image_response(model, images, fmt, seed, None, dtype=dtype)
+    return await in_work_thread(_image_response, model, images, fmt, seed, None, dtype=dtype)
 
 
 def _read_upload(file: object, field: str) -> bytes:
@@ -121,10 +141,10 @@ def _check_masks(hidden: np.ndarray) -> None:
                                "least one visible (/sample draws whole images)")
 
 
-# threads: requests in flight per worker, so that concurrent small requests can batch
-@bentoml.service(name="counterfeit", workers=SETTINGS.workers, threads=32,
+@bentoml.service(name="counterfeit", workers=SETTINGS.workers, threads=WORK_THREADS,
                  traffic={"timeout": 300}, metrics={"enabled": True},
-                 logging={"access": {"enabled": SETTINGS.access_log}})
+                 logging={"access": {"enabled": SETTINGS.access_log}},
+                 tracing={} if SETTINGS.tracing else {"excluded_urls": [".*"]})
 class Counterfeit:
     def __init__(self) -> None:
         s = SETTINGS
@@ -156,6 +176,8 @@ class Counterfeit:
             for network, fn in (("generator", m.generate), ("discriminator", m.logits))
             if network in m.sessions and m.card.conditioning is None
         } if s.batching else {}
+        fast_routes.register(self, *(type(self).__dict__[name] for name in ("sample",
+                                                                          "interpolate")))
 
     def __is_ready__(self) -> bool:
         return bool(self.models)
@@ -184,8 +206,24 @@ class Counterfeit:
     def _generate(self, model: Model, z: np.ndarray, endpoint: str,
                   classes: np.ndarray | None = None) -> np.ndarray:
         images = self._run(model, "generator", z, classes)
-        metrics.IMAGES_GENERATED.labels(model.name, endpoint).inc(len(z))
+        metrics.images_generated(model.name, endpoint).inc(len(z))
         return images
+
+    async def _generate_on_loop(self, model: Model, z: np.ndarray, endpoint: str,
+                                classes: np.ndarray | None = None) -> np.ndarray:
+        """`_generate` for a route on the event loop: the model never runs on the loop
+        except for a small request alone in the worker (INLINE_MAX_ROWS rows, a fraction
+        of a millisecond), which thread hand-offs would only slow down."""
+        batcher = self.batchers.get((model.name, "generator"))
+        if batcher is not None and len(z) < SETTINGS.batch_max_rows:
+            await asyncio.sleep(0)  # requests that arrived with this one get counted first
+            if len(z) <= INLINE_MAX_ROWS and batcher.alone():
+                images = batcher.run_alone(z)
+            else:
+                images = await asyncio.wrap_future(batcher.submit(z))
+            metrics.images_generated(model.name, endpoint).inc(len(z))
+            return images
+        return await in_work_thread(self._generate, model, z, endpoint, classes)
 
     def _run(self, model: Model, network: str, x: np.ndarray,
              classes: np.ndarray | None) -> np.ndarray:
@@ -212,7 +250,7 @@ class Counterfeit:
 
     @bentoml.api(route="/sample")
     @answers_request_errors
-    def sample(self, ctx: bentoml.Context, n: N = 16, seed: Seed = None,
+    async def sample(self, n: N = 16, seed: Seed = None,
                format: ImageFormat = "png", model: ModelName = None, label: Label = None,
                dtype: NpyType = "float32") -> Annotated[bytes, ContentType("image/png")]:
         """`n` images from G. With a `seed`, the latents are the seed contract's, so the
@@ -220,12 +258,12 @@ class Counterfeit:
         m = self._model(model)
         classes = labels(m, label, within_memory(m, "n", n))
         seed = random_seed() if seed is None else seed
-        images = self._generate(m, m.latents(n, seed), "sample", classes)
-        return _image_response(m, images, format, seed, ctx, dtype=dtype)
+        images = await self._generate_on_loop(m, m.latents(n, seed), "sample", classes)
+        return await _image_response_on_loop(m, images, format, seed, dtype)
 
     @bentoml.api(route="/interpolate")
     @answers_request_errors
-    def interpolate(self, ctx: bentoml.Context,
+    async def interpolate(self,
                     seed_start: EndSeed = None, seed_end: EndSeed = None,
                     z_start: LatentList = None, z_end: LatentList = None,
                     steps: Annotated[int, Field(ge=2, le=MAX_STEPS, strict=True, examples=[10],
@@ -243,8 +281,8 @@ class Counterfeit:
         ends = [latent_end(m, "start", seed_start, z_start),
                 latent_end(m, "end", seed_end, z_end)]
         path = (lerp if method == "linear" else slerp)(ends[0], ends[1], steps)
-        images = self._generate(m, path, "interpolate", labels(m, label, steps))
-        return _image_response(m, images, format, None, ctx, dtype=dtype)
+        images = await self._generate_on_loop(m, path, "interpolate", labels(m, label, steps))
+        return await _image_response_on_loop(m, images, format, None, dtype)
 
     @bentoml.api(route="/score")
     @answers_request_errors
@@ -337,7 +375,7 @@ class Counterfeit:
         started = time.perf_counter()
         completions = m.complete(z, np.repeat(x, k, axis=0), np.repeat(hide, k, axis=0))
         _observer(m, "generator")(n * k, time.perf_counter() - started)
-        metrics.IMAGES_GENERATED.labels(m.name, "inpaint").inc(n * k)
+        metrics.images_generated(m.name, "inpaint").inc(n * k)
         completions = completions.reshape(n, k, *completions.shape[1:])
         if format == "npy":
             return _image_response(m, completions, "npy", seed, ctx)
@@ -415,5 +453,8 @@ Counterfeit.add_asgi_middleware(HttpGuard, max_body_bytes=SETTINGS.max_body_byte
                                 file_routes=FILE_ROUTES, get_aliases={"/models"},
                                 json_routes={api.route for api in Counterfeit.apis.values()}
                                 - set(FILE_ROUTES))
-# the innermost: a request counts in flight once its body, bounded above, is in
+# a request counts in flight once its body, bounded above, is in
 Counterfeit.add_asgi_middleware(LoadShedder, max_in_flight=SETTINGS.max_in_flight)
+# the innermost: /sample and /interpolate without BentoML's per-request machinery
+Counterfeit.add_asgi_middleware(FastRoutes, server=f"BentoML Service/{Counterfeit.name}",
+                                enabled=SETTINGS.fast_routes)

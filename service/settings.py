@@ -18,6 +18,13 @@ class SettingsError(ValueError):
     """A setting with a value the service cannot use; the message names the variable."""
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, a container's cpuset),
+    not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+
+
 def _default_jobs_dir() -> Path:
     return Path.home() / ".local" / "state" / "counterfeit" / "jobs"
 
@@ -29,7 +36,8 @@ class Settings:
     models_dir: Path = REPO / "models"
     default_model: str | None = None  # None: the first model by name
     device: str = "auto"  # auto | cpu | cuda
-    workers: int = 1
+    # one worker process per core: each has its own GIL, and n = 1 requests are GIL-bound
+    workers: int = field(default_factory=available_cores)
     max_body_bytes: int = 8 * 1024 * 1024
     # concurrent small requests share one onnxruntime call (service/batcher.py)
     batching: bool = True
@@ -40,6 +48,12 @@ class Settings:
     batch_wait_always: bool = False
     # a log line per request costs ~10% of n=1 throughput on 2 cores; /metrics counts them
     access_log: bool = False
+    # BentoML's OpenTelemetry spans: ~10% of a worker's time at n = 1 even with no exporter
+    # configured; on for an operator who configures one (BentoML's `tracing` settings)
+    tracing: bool = False
+    # /sample and /interpolate answered without BentoML's per-request machinery
+    # (service/asgi/fast_routes.py); off: by BentoML, to compare the two
+    fast_routes: bool = True
     jobs_dir: Path = _default_jobs_dir()
     job_workers: int = 1  # jobs run beside requests, never on request threads
     # the job queue (service/jobs/queue.py): none, SQLite in the jobs folder (one machine);
@@ -138,7 +152,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "workers": _number(int, 1, 64), "max_body_bytes": _number(int, 1024, 1 << 30),
     "batching": _switch, "batch_max_rows": _number(int, 1, 65_536),
     "batch_wait_ms": _number(float, 0.0, 1000.0), "batch_wait_always": _switch,
-    "access_log": _switch, "jobs_dir": Path,
+    "access_log": _switch, "tracing": _switch, "fast_routes": _switch,
+    "jobs_dir": Path,
     "job_workers": _number(int, 1, 64), "queue_url": _queue_url,
     "max_queued_jobs": _number(int, 1, 1_000_000),
     "job_retention_hours": _number(float, 0.0, 24.0 * 365),

@@ -26,7 +26,7 @@ matches none with UNMATCHED.
 4. It runs a route in a request thread whenever one is free, even when the request's client
 has gone while it waited for one (more requests in flight than threads): a flood left
 minutes of images computed for nobody; and in anyio's thread pool, which also serves
-/readyz and /metrics. Routes run on the service's own `threads` threads instead, at a
+/readyz and /metrics. Routes run on the service's own work threads instead, at a
 lower CPU priority than the event loop (`lower_thread_priority`), so that the loop and the
 health checks are answered at once while routes saturate the cores; and a route whose
 client has gone (LoadShedder watches it: service/asgi/load_shedding.py) is not started:
@@ -88,10 +88,22 @@ async def _call(self: Any, scope: dict, receive: Any, send: Any) -> None:
 def route_label(scope: dict) -> str:
     """The route `scope`'s path matches in its Starlette app (its template, e.g.
     "/static_content/{path}"), whatever the method; UNMATCHED when it matches none."""
-    for route in getattr(scope.get("app"), "routes", ()):
+    app = scope.get("app")
+    routes = getattr(app, "routes", ())
+    if routes and scope.get("path") in _plain_paths(app):
+        return scope["path"]  # a route without parameters: itself (no regex per request)
+    for route in routes:
         if route.matches(scope)[0] is not Match.NONE:
             return route.path_format
     return UNMATCHED
+
+
+@functools.lru_cache(maxsize=8)
+def _plain_paths(app: Any) -> frozenset[str]:
+    """The paths of `app`'s routes that take no parameters (its routes are all added
+    before it serves)."""
+    return frozenset(r.path_format for r in app.routes
+                     if "{" not in getattr(r, "path_format", "{") and getattr(r, "path", None))
 
 
 class _RequestScope:
@@ -125,17 +137,27 @@ def is_client_error(error: BaseException | None) -> bool:
         isinstance(error, BentoMLException) and error.error_code.value < 500)
 
 
-async def _to_work_thread(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-    """`ServiceAppFactory._to_thread`: a route's call, on one of the service's `threads`
-    work threads (a call waits for a free one), in the request's context, and not at all
-    if the request's client has gone by the time a thread takes it."""
-    pool = self.__dict__.get("_counterfeit_work_threads")
-    if pool is None:
-        pool = self._counterfeit_work_threads = ThreadPoolExecutor(
-            self.service.config.get("threads", 1), thread_name_prefix="counterfeit-work",
-            initializer=lower_thread_priority)
+_work_threads: ThreadPoolExecutor | None = None
+_work_thread_count = 1
+
+
+async def in_work_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """`func(*args, **kwargs)` on one of the service's work threads (a call waits for a free
+    one), in the request's context, and not at all if the request's client has gone by the
+    time a thread takes it. BentoML's routes and the lean routes (fast_routes.py) share the
+    threads, so their count bounds both."""
+    global _work_threads
+    if _work_threads is None:  # created in the worker, on its first request
+        _work_threads = ThreadPoolExecutor(_work_thread_count,
+                                           thread_name_prefix="counterfeit-work",
+                                           initializer=lower_thread_priority)
     call = functools.partial(contextvars.copy_context().run, unless_gone, func, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(pool, call)
+    return await asyncio.get_running_loop().run_in_executor(_work_threads, call)
+
+
+async def _to_work_thread(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """`ServiceAppFactory._to_thread`: a route's call, on the service's work threads."""
+    return await in_work_thread(func, *args, **kwargs)
 
 
 class ClientErrorsInOneLine(logging.Filter):
@@ -156,11 +178,14 @@ class ClientErrorsInOneLine(logging.Filter):
         return True
 
 
-def install() -> None:
+def install(work_threads: int) -> None:
     """Replace the timeout middleware's __call__, the request metrics' middleware and the
-    route's thread call, and filter the request-error log (BentoML builds its middleware
-    per worker, after importing the service module, and imports the metrics middleware's
-    class from its module then, so patching at import time reaches every worker)."""
+    route's thread call (on `work_threads` threads), and filter the request-error log
+    (BentoML builds its middleware per worker, after importing the service module, and
+    imports the metrics middleware's class from its module then, so patching at import
+    time reaches every worker)."""
+    global _work_thread_count
+    _work_thread_count = work_threads
     traffic.TimeoutMiddleware.__call__ = _call
     instruments.RunnerTrafficMetricsMiddleware = RouteLabelledTrafficMetrics
     ServiceAppFactory._to_thread = _to_work_thread

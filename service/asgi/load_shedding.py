@@ -129,10 +129,15 @@ async def _read_body(receive: Any) -> bytes | None:
 _SHEDDERS: weakref.WeakSet[LoadShedder] = weakref.WeakSet()
 
 
+# requests in flight over every LoadShedder of this process: read per request by the
+# batcher, so a plain int rather than a sum over _SHEDDERS
+_in_flight_total = 0
+
+
 def requests_in_flight() -> int:
     """Requests this worker is processing now (read from the batcher's thread: an int read
     under the GIL, at worst one request stale)."""
-    return sum(shedder.in_flight for shedder in list(_SHEDDERS))
+    return _in_flight_total
 
 
 class LoadShedder:
@@ -173,18 +178,22 @@ class LoadShedder:
         if self.full:  # filled up while the body came in
             await self.shed(send)
             return
+        global _in_flight_total
         client = Client()
         self.in_flight += 1
+        _in_flight_total += 1
         self.metrics.REQUESTS_IN_FLIGHT.inc()
         released = False
 
         def release() -> None:
             """The slot is free once the answer is complete (what runs after it, closing an
             upload, must not refuse the client's next request) or the app has ended."""
+            global _in_flight_total
             nonlocal released
             if not released:
                 released = True
                 self.in_flight -= 1
+                _in_flight_total -= 1
                 self.metrics.REQUESTS_IN_FLIGHT.dec()
 
         watcher = asyncio.ensure_future(client.watch(receive))

@@ -205,14 +205,21 @@ def test_bad_settings_stop_start_up_in_one_line(served_models: Path, tmp_path: P
     assert message in output and "Traceback" not in output
 
 
-def test_bentoml_build_packages_the_service_and_the_shipped_models(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("bentofile", "onnxruntime"), [
+    ("bentofile.yaml", "onnxruntime"), ("bentofile.gpu.yaml", "onnxruntime-gpu")])
+def test_bentoml_build_packages_the_service_and_the_shipped_models(
+        tmp_path: Path, bentofile: str, onnxruntime: str) -> None:
     shipped = sorted(p.parent.name for p in (REPO / "models").glob("*/generator.onnx"))
     if not shipped:
         pytest.skip("no model shipped under models/ yet")
     env = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "True"}
-    proc = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", bentofile],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # one onnxruntime package: the CPU one, or the GPU one alone (they overwrite each other)
+    requirements = next((tmp_path / "bentos").rglob("env/python/requirements.txt")).read_text()
+    packages = {re.split(r"[<>=\s]", line)[0] for line in requirements.splitlines()}
+    assert {"onnxruntime", "onnxruntime-gpu"} & packages == {onnxruntime}
     built = {p.relative_to(p.parents[3]).as_posix()
              for p in (tmp_path / "bentos").rglob("src/models/*/*.onnx")}
     for name in shipped:

@@ -89,3 +89,23 @@ def test_the_wait_ends_when_every_request_in_flight_has_joined() -> None:
     assert not any(t.is_alive() for t in threads), "the batch waited past the second request"
     assert calls == [3]
     np.testing.assert_array_equal(results[1], np.full((2, 2), 1.0))
+
+
+def test_a_lone_request_runs_on_its_own_thread_and_is_still_counted() -> None:
+    """Nobody else in flight: no hand-off to the batcher's thread (two thread switches
+    saved per request), and the batch observer still sees the call."""
+    ran_on: list[threading.Thread] = []
+    observed: list[int] = []
+    batcher = MicroBatcher(lambda x: ran_on.append(threading.current_thread()) or x,
+                           on_batch=lambda rows, seconds: observed.append(rows),
+                           in_flight=lambda: 1)
+    np.testing.assert_array_equal(batcher(np.ones((5, 2))), np.ones((5, 2)))
+    assert ran_on == [threading.current_thread()] and observed == [5]
+
+
+def test_with_others_in_flight_a_request_goes_to_the_batchers_thread() -> None:
+    ran_on: list[threading.Thread] = []
+    batcher = MicroBatcher(lambda x: ran_on.append(threading.current_thread()) or x,
+                           max_wait_s=0.0, in_flight=lambda: 2)
+    batcher(np.ones((1, 2)))
+    assert ran_on == [batcher._worker]

@@ -36,7 +36,7 @@ def _sent_by(app, timeout: float) -> list[dict]:
 
 
 def test_no_timer_outlives_its_request() -> None:
-    install()
+    install(work_threads=4)
 
     async def serve_ten() -> tuple[list, list]:
         sent: list[dict] = []
@@ -56,7 +56,7 @@ def test_no_timer_outlives_its_request() -> None:
 
 
 def test_a_request_past_the_timeout_still_gets_a_504() -> None:
-    install()
+    install(work_threads=4)
 
     async def hang(scope: dict, receive, send) -> None:
         await asyncio.Event().wait()
@@ -72,7 +72,7 @@ def test_a_refused_request_is_logged_in_one_line_and_a_fault_keeps_its_traceback
     import pydantic
     from bentoml._internal.server import http_app
 
-    install()
+    install(work_threads=4)
 
     class Body(pydantic.BaseModel):
         n: int
@@ -100,7 +100,7 @@ def test_an_app_that_raises_before_sending_is_answered_at_once() -> None:
     """The exception reaches the server at once (it answers 500 and logs it), instead of
     the connection hanging for the whole timeout (BentoML's middleware and ours before:
     300 s, then a bare 500 and no log line)."""
-    install()
+    install(work_threads=4)
 
     async def broken(scope: dict, receive, send) -> None:
         raise ZeroDivisionError("a fault before the response")
@@ -128,7 +128,7 @@ def test_the_server_answers_500_at_once_when_a_middleware_raises() -> None:
     from starlette.middleware import Middleware
     from starlette.testclient import TestClient
 
-    install()
+    install(work_threads=4)
 
     class Broken:
         def __init__(self, app) -> None:
@@ -148,7 +148,7 @@ def test_the_server_answers_500_at_once_when_a_middleware_raises() -> None:
 
 
 def test_a_streamed_response_is_not_cut_off_after_its_start() -> None:
-    install()
+    install(work_threads=4)
 
     async def slow_body(scope: dict, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from service.asgi import load_shedding
+from service.asgi import bentoml_fixes, load_shedding
 from service.asgi.load_shedding import (
     CLIENT_CLOSED_REQUEST,
     WORK_NICENESS,
@@ -264,9 +264,9 @@ def test_routes_run_on_nicer_threads_of_their_own_and_not_for_a_client_gone() ->
 
     from service.asgi.bentoml_fixes import install
 
-    install()
-    install()  # twice: the same
-    factory = SimpleNamespace(service=SimpleNamespace(config={"threads": 2}))
+    install(work_threads=4)
+    install(work_threads=4)  # twice: the same
+    factory = SimpleNamespace()
     calls: list[tuple[str, int]] = []
 
     def route() -> str:
@@ -289,7 +289,8 @@ def test_routes_run_on_nicer_threads_of_their_own_and_not_for_a_client_gone() ->
     if sys.platform.startswith("linux"):
         main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         assert nice == min(19, main + WORK_NICENESS)
-    factory._counterfeit_work_threads.shutdown()
+    bentoml_fixes._work_threads.shutdown()
+    bentoml_fixes._work_threads = None  # the next test's first call makes a fresh pool
 
 
 def test_a_dropped_request_is_logged_in_one_info_line(caplog) -> None:
@@ -297,7 +298,7 @@ def test_a_dropped_request_is_logged_in_one_info_line(caplog) -> None:
 
     from service.asgi.bentoml_fixes import install
 
-    install()
+    install(work_threads=4)
     try:
         raise ClientGone()
     except ClientGone:

@@ -138,3 +138,20 @@ def test_each_task_defaults_to_the_first_model_that_can_do_it(runtime_models: di
     assert why_not(runtime_models["paint"], "inpaint") is None
     assert "use /inpaint" in why_not(runtime_models["paint"], "sample")
     assert "no encoder" in why_not(runtime_models["cond"], "invert")
+
+
+def test_io_binding_gives_the_same_outputs_as_a_plain_run(runtime_models: dict) -> None:
+    """The GPU path for large batches (onnxruntime I/O binding), run here with outputs bound
+    on the CPU: the same images and logits as session.run, below and above its threshold."""
+    from dataclasses import replace
+
+    from service.runtime import IO_BINDING_MIN_ROWS
+
+    plain = runtime_models["tiny"]
+    bound = replace(plain, io_binding="cpu")
+    for rows in (3, IO_BINDING_MIN_ROWS + 5):
+        z = plain.latents(rows, seed=rows)
+        images = plain.generate(z)
+        np.testing.assert_array_equal(bound.generate(z), images)
+        np.testing.assert_array_equal(bound.logits(images), plain.logits(images))
+    assert plain.io_binding is None  # CPU-provider models load without it
