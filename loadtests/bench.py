@@ -34,7 +34,14 @@ from loadtests.baselines.fastapi_torch import generator_from_onnx  # noqa: E402
 from loadtests.gpu_check import START as GPU_SECTION  # noqa: E402
 from loadtests.rates import rate  # noqa: E402
 from loadtests.server import MODELS  # noqa: E402
-from loadtests.serving_bench import JOB_IMAGES, LOADS, Row, cores, measure  # noqa: E402
+from loadtests.serving_bench import (  # noqa: E402
+    IMAGES_PER_REQUEST,
+    JOB_IMAGES,
+    LOADS,
+    Row,
+    cores,
+    measure,
+)
 from loadtests.wrk import WrkResult  # noqa: E402
 from service.contract.card import read_card  # noqa: E402
 from service.runtime import make_session  # noqa: E402
@@ -129,7 +136,7 @@ def inprocess_one_thread(core: int | None) -> dict[str, float]:
 
 # the table's column of each load: requests/s, or images/s where a request is many images
 def _per_s(load: str, result: WrkResult) -> float:
-    return result.requests_per_s * (LOADS[load].images if load in LOADS else 1)
+    return result.requests_per_s * IMAGES_PER_REQUEST.get(load, 1)
 
 
 def serving_tables(rows: dict[str, Row], names: list[str], reference: dict[str, float]
@@ -139,7 +146,7 @@ def serving_tables(rows: dict[str, Row], names: list[str], reference: dict[str, 
         if load == "jobs":
             continue
         title = LOADS[load].name if load in LOADS else "/score, 64 uint8 images, 8 connections"
-        unit = "requests/s" if load in ("n1-32", "n1-1") else "images/s"
+        unit = "requests/s" if IMAGES_PER_REQUEST.get(load, 1) == 1 else "images/s"
         floor = max((row.median(f, lambda r, load=load: _per_s(load, r))
                      for f in ("floor", "floor (batched)") if f in row.runs), default=None)
         lines += [f"**{title}**", "", f"| server | {unit} | spread | p50 ms | p99 ms | "

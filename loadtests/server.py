@@ -53,9 +53,11 @@ def serve_command(port: int) -> list[str]:
 def serve_env(models: Path, state: Path, **settings: str) -> dict[str, str]:
     """The environment of a served Counterfeit: the models in `models`, everything it
     writes (job results, BentoML's home) under `state`, CPU, unbuffered logs; `settings`
-    (COUNTERFEIT_* variables) override. BentoML never posts usage statistics from here,
-    whatever the settings say."""
-    return {**os.environ, "COUNTERFEIT_MODELS_DIR": str(models),
+    (COUNTERFEIT_* variables) override; no other COUNTERFEIT_ variable of this process is
+    passed on (an in-process test's settings must not leak into a served one). BentoML
+    never posts usage statistics from here, whatever the settings say."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERFEIT_")}
+    return {**inherited, "COUNTERFEIT_MODELS_DIR": str(models),
             "COUNTERFEIT_JOBS_DIR": str(state / "jobs"), "BENTOML_HOME": str(state / "bentoml"),
             "COUNTERFEIT_DEVICE": "cpu", "PYTHONUNBUFFERED": "1", **settings,
             "BENTOML_DO_NOT_TRACK": "True"}

@@ -54,6 +54,8 @@ LOADS = {
                            {"n": 16, "format": "png"}, 8, 16),
 }
 SCORE_IMAGES = 64
+IMAGES_PER_REQUEST = {**{name: load.images for name, load in LOADS.items()},
+                      "score": SCORE_IMAGES}
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def measure(loads: list[str], repetitions: int, seconds: float, server_core: int
                         if name == "jobs":
                             run_job(url, JOB_IMAGES // 4, rep)  # warm-up
                             job_seconds, wrong = run_job(url, JOB_IMAGES, 1000 + rep)
-                            result = wrk.WrkResult(1, job_seconds, 0, 0, 0, 0)
+                            result = wrk.WrkResult(1, job_seconds, 0, 0, 0, 0, 0)
                         else:
                             load = score if name == "score" else LOADS[name]
                             wrk.run(url, load, 1, load_core)  # warm-up
@@ -217,7 +219,9 @@ def measure(loads: list[str], repetitions: int, seconds: float, server_core: int
                                 check_images(url, c.png and name == "png16")
                         rows[name].runs.setdefault(c.name, []).append(result)
                         if wrong is not None or result.errors:
-                            rows[name].wrong[c.name] = wrong or f"{result.errors} errors"
+                            rows[name].wrong[c.name] = wrong or (
+                                f"{result.status_errors} non-2xx, {result.socket_errors} "
+                                f"socket errors of {result.requests:,} requests")
                         progress(f"rep {rep + 1}/{repetitions} {c.name} {name}: "
                                  f"{result.requests_per_s:,.1f}/s p99 {result.p99_ms:.1f} ms"
                                  f"{'' if wrong is None else ' WRONG: ' + wrong}")

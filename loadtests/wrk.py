@@ -52,7 +52,12 @@ class WrkResult:
     p50_ms: float
     p90_ms: float
     p99_ms: float
-    errors: int  # non-2xx answers and socket errors (connect, read, write, timeout)
+    status_errors: int  # non-2xx answers
+    socket_errors: int  # connect, read, write and timeout errors
+
+    @property
+    def errors(self) -> int:
+        return self.status_errors + self.socket_errors
 
     @property
     def requests_per_s(self) -> float:
@@ -90,8 +95,8 @@ def parse(stdout: str) -> WrkResult:
         if line.startswith(RESULT_MARK):
             r = json.loads(line[len(RESULT_MARK):])
             return WrkResult(int(r["requests"]), r["duration_us"] / 1e6, r["p50_us"] / 1e3,
-                             r["p90_us"] / 1e3, r["p99_us"] / 1e3,
-                             int(r["socket_errors"] + r["status_errors"]))
+                             r["p90_us"] / 1e3, r["p99_us"] / 1e3, int(r["status_errors"]),
+                             int(r["socket_errors"]))
     raise ValueError(f"wrk printed no result line:\n{stdout[-2000:]}")
 
 

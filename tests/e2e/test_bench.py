@@ -24,7 +24,7 @@ def test_wrks_result_line_is_read_back() -> None:
             '"status_errors": 3}\n')
     result = wrk.parse(line)
     assert result.requests_per_s == 600 and result.p50_ms == 1.5 and result.p99_ms == 9.0
-    assert result.errors == 5
+    assert (result.status_errors, result.socket_errors, result.errors) == (3, 2, 5)
     with pytest.raises(ValueError, match="no result line"):
         wrk.parse("Running 1s test @ http://127.0.0.1:1/sample\n")
 
