@@ -28,7 +28,7 @@ help:
 	@echo "make classifier  retrain training/evaluation/mnist-classifier (the evaluation's classifier)"
 	@echo "make loadtest [PROFILE=mixed USERS=20 DURATION=60s]  locust against a fresh service"
 	@echo "make bench      Counterfeit vs the floor and its peers under wrk, and every other"
-	@echo "                benchmark ratio -> docs/benchmarks.md (quiet machine, ~20 min)"
+	@echo "                benchmark ratio -> docs/benchmarks.md (quiet machine, ~15 min)"
 	@echo "make gpu-check  on an NVIDIA GPU: CUDA really used, images = CPU's, GPU figures"
 	@echo "make soak       10 min of locust: 0 failures and RSS growth < 10% (not in CI)"
 

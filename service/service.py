@@ -5,6 +5,7 @@ every error is a 4xx {"error", "field"} (service/errors.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from pathlib import Path
@@ -179,6 +180,10 @@ class Counterfeit:
         } if s.batching else {}
         fast_routes.register(self, *(type(self).__dict__[name] for name in ("sample",
                                                                           "interpolate")))
+        # What import and start-up built (BentoML, pydantic, the sessions: most of the
+        # heap) is kept out of the garbage collector's reach: its full collections walked
+        # all of it, pauses that made the p99 at n = 1 (docs/service.md, "The request path")
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return bool(self.models)
