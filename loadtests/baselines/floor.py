@@ -14,6 +14,7 @@ shedding, jobs) it leaves out on purpose.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ CARD = read_card(MODEL)
 SESSION = make_session(MODEL / "generator.onnx", ["CPUExecutionProvider"], THREADS)
 OUTPUT_SHAPE = CARD.image.card_shape
 _in_flight = 0
+gc.freeze()  # as the service: start-up's objects out of the collector's reach
 
 
 def _generate(z: np.ndarray) -> np.ndarray:
