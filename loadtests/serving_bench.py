@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -33,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from loadtests import wrk
-from loadtests.server import MODELS, free_port, running, serve_command, serve_env
+from loadtests.server import MODELS, free_port, running, serve_command, serve_env, wait_for
 from service.contract.card import read_card
 from service.images import encode_npy, encode_png_grid, to_uint8
 from service.runtime import make_session
@@ -65,6 +66,21 @@ class Contender:
     env: dict[str, str]
     loads: frozenset[str]  # the LOADS it serves
     png: bool = True
+    # waits until the server has finished the requests a run's end left behind (their
+    # clients gone): Counterfeit's load shedder counts them, and the next run's first
+    # requests would be answered 503 while they are in flight
+    settle: Callable[[str], None] | None = None
+
+
+_IN_FLIGHT = re.compile(r"^counterfeit_requests_in_flight(?:\{[^}]*\})? (\S+)$", re.M)
+
+
+def no_requests_in_flight(url: str) -> None:
+    """Return once Counterfeit's /metrics counts no request in flight."""
+    def idle() -> bool:
+        found = _IN_FLIGHT.search(httpx.get(f"{url}/metrics", timeout=10).text)
+        return found is not None and float(found.group(1)) == 0
+    wait_for(idle, f"the server at {url} to finish the last run's requests", timeout=30)
 
 
 def _python(*args: str) -> Callable[[int], list[str]]:
@@ -81,7 +97,8 @@ def contenders(state: Path) -> list[Contender]:
     base = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return [
         Contender("counterfeit", serve_command,
-                  serve_env(MODELS, state, COUNTERFEIT_WORKERS="1"), every | {"score", "jobs"}),
+                  serve_env(MODELS, state, COUNTERFEIT_WORKERS="1"), every | {"score", "jobs"},
+                  settle=no_requests_in_flight),
         Contender("floor", _uvicorn("loadtests.baselines.floor:app"),
                   {**base, "FLOOR_BATCHING": "off"}, every),
         Contender("floor (batched)", _uvicorn("loadtests.baselines.floor:app"),
@@ -214,7 +231,11 @@ def measure(loads: list[str], repetitions: int, seconds: float, server_core: int
                         else:
                             load = score if name == "score" else LOADS[name]
                             wrk.run(url, load, 1, load_core)  # warm-up
+                            if c.settle is not None:
+                                c.settle(url)
                             result = wrk.run(url, load, seconds, load_core)
+                            if c.settle is not None:
+                                c.settle(url)
                             wrong = check_scores(url, logits) if name == "score" else \
                                 check_images(url, c.png and name == "png16")
                         rows[name].runs.setdefault(c.name, []).append(result)
