@@ -36,8 +36,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadtests.rates import rate  # noqa: E402
 from loadtests.server import MODELS, REPO, serving  # noqa: E402
-from service.contract.card import read_card  # noqa: E402
-from service.runtime import gpu_present, load_model, make_session  # noqa: E402
+from loadtests.serving_bench import reference_images  # noqa: E402
+from service import runtime  # noqa: E402
+from service.runtime import gpu_present, load_model  # noqa: E402
 
 MODEL = MODELS / "mnist-mlp"
 GPU_TOLERANCE = 1e-3  # absolute, on pixels in [0, 1]
@@ -75,23 +76,15 @@ def check_in_process() -> tuple[list[str], float]:
         fail(f"CUDA images differ from the CPU provider's by {error:.2e} > {GPU_TOLERANCE}")
     plain = replace(gpu, io_binding=None)
     bound = replace(gpu, io_binding="cuda")
+    # the service binds from IO_BINDING_MIN_ROWS rows; here every size, to compare
+    runtime.IO_BINDING_MIN_ROWS = 1
     lines = ["| n | CPU provider samples/s | CUDA, session.run | CUDA, I/O binding | "
              "CUDA / CPU |", "| --- | --- | --- | --- | --- |"]
     for n in SIZES:
         zn = cpu.latents(n, seed=n)
         r_cpu = rate(lambda zn=zn: cpu.generate(zn), n)
         r_run = rate(lambda zn=zn: plain.generate(zn), n)
-        # the binding path for every size here, to compare (the service uses it from
-        # IO_BINDING_MIN_ROWS rows)
-        session = bound.sessions["generator"]
-
-        def bind(zn=zn, session=session) -> None:
-            binding = session.io_binding()
-            binding.bind_cpu_input("z", zn)
-            binding.bind_output(session.get_outputs()[0].name, "cuda")
-            session.run_with_iobinding(binding)
-            binding.copy_outputs_to_cpu()
-        r_bind = rate(bind, n)
+        r_bind = rate(lambda zn=zn: bound.generate(zn), n)
         lines.append(f"| {n:,} | {r_cpu:,.0f} | {r_run:,.0f} | {r_bind:,.0f} | "
                      f"{max(r_run, r_bind) / r_cpu:.1f}× |")
     return lines, error
@@ -104,9 +97,7 @@ def check_served() -> list[str]:
         if not re.search(r'counterfeit_model_info\{[^}]*provider="CUDAExecutionProvider"',
                          metrics):
             fail("the served models do not report the CUDA provider in /metrics")
-        session = make_session(MODEL / "generator.onnx", ["CPUExecutionProvider"], 1)
-        latent = read_card(MODEL).latent
-        want = np.clip(session.run(None, {"z": latent.sample(8, 3)})[0], 0, 1)
+        want = reference_images(8, 3)
         got = np.load(io.BytesIO(httpx.post(f"{server.url}/sample", json={
             "n": 8, "seed": 3, "format": "npy"}, timeout=30).content)).reshape(want.shape)
         if np.abs(got - want).max() > GPU_TOLERANCE:

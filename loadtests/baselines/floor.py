@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtests.baselines.sample_request import parse
+from service.asgi.load_shedding import read_body
 from service.batcher import MicroBatcher
-from service.contract.card import SEED_MAX, random_seed, read_card
+from service.contract.card import read_card
 from service.images import encode_npy, encode_png_grid, to_uint8
 from service.runtime import make_session
 
@@ -31,7 +33,6 @@ MODEL = Path(os.environ.get("COUNTERFEIT_MODELS_DIR",
                             Path(__file__).resolve().parents[2] / "models")) / "mnist-mlp"
 THREADS = int(os.environ.get("FLOOR_THREADS", "1"))  # onnxruntime intra-op threads
 BATCHING = os.environ.get("FLOOR_BATCHING", "off") == "on"
-MAX_N = 1024
 
 CARD = read_card(MODEL)
 SESSION = make_session(MODEL / "generator.onnx", ["CPUExecutionProvider"], THREADS)
@@ -52,37 +53,12 @@ BATCHER = MicroBatcher(_generate, 256, 0.002, in_flight=lambda: _in_flight) if B
 POOL = ThreadPoolExecutor(32) if BATCHING else None
 
 
-async def _body(receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 async def _answer(send, status: int, body: bytes, content_type: bytes,
                   extra: list[tuple[bytes, bytes]] = ()) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type),
                             (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _request(raw: bytes) -> tuple[int, int, str, str]:
-    """(n, seed, format, dtype) of a /sample body; ValueError when unusable."""
-    request = json.loads(raw or b"{}")
-    n, seed = request.get("n", 16), request.get("seed")
-    fmt, dtype = request.get("format", "png"), request.get("dtype", "float32")
-    if type(n) is not int or not 1 <= n <= MAX_N:
-        raise ValueError(f"n must be an integer in [1, {MAX_N}]")
-    if seed is None:
-        seed = random_seed()
-    elif type(seed) is not int or not 0 <= seed <= SEED_MAX:
-        raise ValueError(f"seed must be an integer in [0, {SEED_MAX}]")
-    if fmt not in ("npy", "png") or dtype not in ("float32", "uint8"):
-        raise ValueError("format must be npy or png, dtype float32 or uint8")
-    return n, seed, fmt, dtype
 
 
 async def app(scope, receive, send) -> None:
@@ -96,8 +72,11 @@ async def app(scope, receive, send) -> None:
         return await _answer(send, 200, b"ok", b"text/plain")
     if scope["path"] != "/sample" or scope["method"] != "POST":
         return await _answer(send, 404, b'{"error": "not found"}', b"application/json")
+    body = await read_body(receive)
+    if body is None:  # gone before its request was complete
+        return
     try:
-        n, seed, fmt, dtype = _request(await _body(receive))
+        n, seed, fmt, dtype = parse(json.loads(body or b"{}"))
     except ValueError as err:  # json.JSONDecodeError included
         return await _answer(send, 400, json.dumps({"error": str(err)}).encode(),
                              b"application/json")

@@ -22,13 +22,13 @@ from fastapi import HTTPException
 from fastapi.responses import Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from service.contract.card import SEED_MAX, random_seed, read_card  # noqa: E402
+from loadtests.baselines.sample_request import parse  # noqa: E402
+from service.contract.card import read_card  # noqa: E402
 from service.images import encode_npy, encode_png_grid  # noqa: E402
 from service.runtime import make_session  # noqa: E402
 
 MODEL = Path(os.environ.get("COUNTERFEIT_MODELS_DIR",
                             Path(__file__).resolve().parents[2] / "models")) / "mnist-mlp"
-MAX_N = 1024
 Request = tuple[np.ndarray, int, str]  # latents, seed, format
 
 
@@ -39,14 +39,10 @@ class GeneratorAPI(ls.LitAPI):
                                     int(os.environ.get("BASELINE_THREADS", "1")))
 
     def decode_request(self, request: dict) -> Request:
-        n, seed, fmt = request.get("n", 16), request.get("seed"), request.get("format", "png")
-        if type(n) is not int or not 1 <= n <= MAX_N:
-            raise HTTPException(400, f"n must be an integer in [1, {MAX_N}]")
-        if seed is not None and (type(seed) is not int or not 0 <= seed <= SEED_MAX):
-            raise HTTPException(400, f"seed must be an integer in [0, {SEED_MAX}]")
-        if fmt not in ("npy", "png"):
-            raise HTTPException(400, "format must be npy or png")
-        seed = random_seed() if seed is None else seed
+        try:
+            n, seed, fmt, _ = parse(request)
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from None
         return self.card.latent.sample(n, seed), seed, fmt
 
     def batch(self, requests: list[Request]) -> list[Request]:

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.asgi.http_guard import json_response
-from service.asgi.load_shedding import CLIENT_CLOSED_REQUEST, ClientGone
+from service.asgi.load_shedding import CLIENT_CLOSED_REQUEST, ClientGone, read_body
 
 log = logging.getLogger("counterfeit")
 
@@ -51,17 +51,6 @@ def register(instance: Any, *methods: Any) -> None:
         _ROUTES[method.route] = (instance, method)
 
 
-async def _body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 class FastRoutes:
     def __init__(self, app: Any, server: str, enabled: bool = True) -> None:
         self.app = app
@@ -73,9 +62,12 @@ class FastRoutes:
         if route is None or scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         instance, method = route
+        body = await read_body(receive)
+        if body is None:  # gone before its body was in: nothing to answer
+            return
         try:
             # as BentoML's JSON serde: an empty body is {}
-            request = method.input_spec.model_validate_json(await _body(receive) or b"{}")
+            request = method.input_spec.model_validate_json(body or b"{}")
         except ValidationError as exc:  # BentoML's own answer to it
             start, body = json_response(400, {
                 "error": f"{exc.error_count()} validation error for {exc.title}",

@@ -113,7 +113,7 @@ def unless_gone(func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     return func(*args, **kwargs)
 
 
-async def _read_body(receive: Any) -> bytes | None:
+async def read_body(receive: Any) -> bytes | None:
     """The whole request body, or None when the client disconnects first."""
     chunks = []
     while True:
@@ -171,7 +171,7 @@ class LoadShedder:
         if self.full:  # refused before the body is read
             await self.shed(send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:  # gone before its request was complete: nothing to answer
             self.metrics.REQUESTS_ABANDONED.labels("skipped").inc()
             return
