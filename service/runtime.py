@@ -45,7 +45,19 @@ def choose_providers(device: str) -> list[str]:
         log.warning("a GPU is present but onnxruntime has no CUDA provider: serving on CPU")
     if device == "cpu" or not cuda_ready:
         return ["CPUExecutionProvider"]
+    # onnxruntime-gpu[cuda,cudnn] (the serve-gpu extra) brings CUDA and cuDNN as pip wheels,
+    # which its CUDA provider finds only once preloaded; without them (the CUDA base image,
+    # LD_LIBRARY_PATH) the system's libraries load. Failures print, and load_model then
+    # stops the service if CUDA did not take (require_cuda).
+    if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu 1.21 and later
+        ort.preload_dlls()
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+# onnxruntime's CUDA provider multiplies in TF32 by default (10-bit mantissas): on an H200
+# the shipped generator's pixels then differ from the CPU provider's by up to 2.4e-2, with
+# it off by 3e-6. The MLPs are far too small for TF32's speed to matter.
+CUDA_PROVIDER_OPTIONS = {"use_tf32": "0"}
 
 
 def make_session(model: str | bytes | Path, providers: list[str],
@@ -57,10 +69,9 @@ def make_session(model: str | bytes | Path, providers: list[str],
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(model) if isinstance(model, Path) else model, options,
-                                providers=providers)
-
-
-IO_BINDING_MIN_ROWS = 256
+                                providers=[(p, CUDA_PROVIDER_OPTIONS)
+                                           if p == "CUDAExecutionProvider" else p
+                                           for p in providers])
 
 
 def threads_per_worker(workers: int) -> int:
@@ -77,9 +88,6 @@ class Model:
     card: ModelCard
     sessions: dict[str, ort.InferenceSession]  # role -> session
     provider: str
-    # onnxruntime I/O binding, outputs allocated on this device ("cuda"), for batches of
-    # IO_BINDING_MIN_ROWS and more; None: plain session.run (the CPU provider gains nothing)
-    io_binding: str | None = None
 
     @property
     def name(self) -> str:
@@ -99,19 +107,10 @@ class Model:
         return self.card.inpainting is not None
 
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """The outputs of network `role` for `feeds`. On a GPU, large batches go through I/O
-        binding: onnxruntime allocates the outputs on the device and copies them to the
-        host in one piece after the run, instead of through its per-run output handling."""
-        session = self.sessions[role]
-        if self.io_binding is None or len(next(iter(feeds.values()))) < IO_BINDING_MIN_ROWS:
-            return session.run(None, feeds)
-        binding = session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, array)
-        for output in session.get_outputs():
-            binding.bind_output(output.name, self.io_binding)
-        session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()
+        """The outputs of network `role` for `feeds`. Plain session.run on every provider:
+        on an H200, onnxruntime's I/O binding was slower at every batch size (3.4× at
+        16,384 rows; docs/benchmarks.md, GPU section)."""
+        return self.sessions[role].run(None, feeds)
 
     def latents(self, n: int, seed: int) -> np.ndarray:
         """The seed contract (card.Latent.sample)."""
@@ -203,8 +202,7 @@ def load_model(folder: Path, providers: list[str], threads: int,
             raise DeviceError(f"{folder}: onnxruntime fell back to {provider} although CUDA "
                               "was asked for (CUDA / cuDNN libraries missing?)")
         log.warning("onnxruntime could not use CUDA; serving %s on %s", folder.name, provider)
-    model = Model(card, sessions, provider,
-                  io_binding="cuda" if provider == "CUDAExecutionProvider" else None)
+    model = Model(card, sessions, provider)
     # warm-up: the first call of a session allocates; do it before /readyz says yes
     labels = np.zeros(2, np.int64) if card.conditioning else None
     z = model.latents(2, 0)

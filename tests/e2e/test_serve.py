@@ -220,6 +220,12 @@ def test_bentoml_build_packages_the_service_and_the_shipped_models(
     requirements = next((tmp_path / "bentos").rglob("env/python/requirements.txt")).read_text()
     packages = {re.split(r"[<>=\s]", line)[0] for line in requirements.splitlines()}
     assert {"onnxruntime", "onnxruntime-gpu"} & packages == {onnxruntime}
+    if onnxruntime == "onnxruntime-gpu":
+        # the image's CUDA major must be the one the allowed onnxruntime-gpu builds need:
+        # 12 up to 1.26, 13 from 1.27 (their wheels' nvidia-cuda-runtime requirement)
+        cuda = re.search(r'cuda_version:\s*"(\d+)\.', (REPO / bentofile).read_text())
+        assert cuda and cuda.group(1) == "12"
+        assert "onnxruntime-gpu>=1.20,<1.27" in requirements.splitlines()
     built = {p.relative_to(p.parents[3]).as_posix()
              for p in (tmp_path / "bentos").rglob("src/models/*/*.onnx")}
     for name in shipped:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service import runtime
 from service.contract.card import CardError
 from service.runtime import DeviceError, choose_providers, gpu_present, load_models
 from tests.model_damage import edit_card, free_card
@@ -103,6 +104,35 @@ def test_device_setting() -> None:
         choose_providers("cuda")
 
 
+def test_choosing_cuda_preloads_its_libraries(monkeypatch) -> None:
+    """onnxruntime-gpu finds CUDA and cuDNN installed as pip wheels only after
+    preload_dlls(); the CPU path never calls it."""
+    calls = []
+    monkeypatch.setattr(runtime, "gpu_present", lambda: True)
+    monkeypatch.setattr(runtime.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(runtime.ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    assert calls == []
+    assert choose_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert calls == [1, 1]
+
+
+def test_cuda_sessions_multiply_in_full_float32(monkeypatch, models_copy: Path) -> None:
+    """onnxruntime's CUDA provider defaults to TF32, whose images differ from the CPU
+    provider's by 1e-2; every CUDA session the service makes turns it off."""
+    made = []
+    monkeypatch.setattr(runtime.ort, "InferenceSession",
+                        lambda model, options, providers: made.append(providers))
+    runtime.make_session(models_copy / "tiny" / "generator.onnx",
+                         ["CUDAExecutionProvider", "CPUExecutionProvider"], threads=1)
+    runtime.make_session(models_copy / "tiny" / "generator.onnx",
+                         ["CPUExecutionProvider"], threads=1)
+    assert made == [[("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"],
+                    ["CPUExecutionProvider"]]
+
+
 def test_images_stay_within_0_and_1_when_the_sigmoid_overshoots(models_copy: Path) -> None:
     """onnxruntime's float32 sigmoid returned 1.0000001 for some rows of the shipped model
     (seen by the locust checks); the runtime clips. A session stand-in returns such rows."""
@@ -138,20 +168,3 @@ def test_each_task_defaults_to_the_first_model_that_can_do_it(runtime_models: di
     assert why_not(runtime_models["paint"], "inpaint") is None
     assert "use /inpaint" in why_not(runtime_models["paint"], "sample")
     assert "no encoder" in why_not(runtime_models["cond"], "invert")
-
-
-def test_io_binding_gives_the_same_outputs_as_a_plain_run(runtime_models: dict) -> None:
-    """The GPU path for large batches (onnxruntime I/O binding), run here with outputs bound
-    on the CPU: the same images and logits as session.run, below and above its threshold."""
-    from dataclasses import replace
-
-    from service.runtime import IO_BINDING_MIN_ROWS
-
-    plain = runtime_models["tiny"]
-    bound = replace(plain, io_binding="cpu")
-    for rows in (3, IO_BINDING_MIN_ROWS + 5):
-        z = plain.latents(rows, seed=rows)
-        images = plain.generate(z)
-        np.testing.assert_array_equal(bound.generate(z), images)
-        np.testing.assert_array_equal(bound.logits(images), plain.logits(images))
-    assert plain.io_binding is None  # CPU-provider models load without it
