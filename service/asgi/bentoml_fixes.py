@@ -41,9 +41,11 @@ import contextvars
 import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from timeit import default_timer
 from typing import Any
 
 from _bentoml_impl.server.app import ServiceAppFactory
+from bentoml._internal.context import server_context
 from bentoml._internal.server import http_app
 from bentoml._internal.server.http import instruments, traffic
 from bentoml.exceptions import BentoMLException
@@ -123,17 +125,72 @@ class _RequestScope:
 
 
 class RouteLabelledTrafficMetrics(instruments.RunnerTrafficMetricsMiddleware):
-    """BentoML's request metrics, with the matched route as `endpoint`, not the path."""
+    """BentoML's request metrics, with the matched route as `endpoint`, not the path.
+
+    For HTTP it records what BentoML's records (the last request's time, requests in
+    progress, then the total and the duration by status once the answer's last byte is
+    sent), with each label set's children looked up once: BentoML's `labels()` calls, four
+    per request, were 6% of a worker's time at n = 1. WebSockets and /metrics keep
+    BentoML's own code."""
 
     def __init__(self, app: Any, **options: Any) -> None:
         super().__init__(_RequestScope(app), **options)
+        self._per_route: dict[str, tuple[Any, Any]] = {}  # bounded: one per route
+        self._per_answer: dict[tuple[str, int], tuple[Any, Any]] = {}  # routes x statuses
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            label = route_label(scope)
-            if label != scope["path"]:
-                scope = {**scope, "path": label, _REQUEST_SCOPE: scope}
-        await super().__call__(scope, receive, send)
+        if scope["type"] not in ("http", "websocket"):
+            return await super().__call__(scope, receive, send)
+        label = route_label(scope)
+        if label != scope["path"]:
+            scope = {**scope, "path": label, _REQUEST_SCOPE: scope}
+        if scope["type"] != "http" or label == "/metrics":
+            return await super().__call__(scope, receive, send)
+        if not self._is_setup:
+            self._setup()
+        last_request, in_progress = self._route_children(label)
+        if last_request is not None:
+            last_request.set_to_current_time()
+        start = default_timer()
+        status = 0
+
+        async def recording_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                total, duration = self._answer_children(label, status)
+                total.inc()
+                duration.observe(max(default_timer() - start, 0))
+            await send(message)
+
+        with in_progress.track_inprogress():
+            await self.app(scope, receive, recording_send)
+
+    def _labels(self, endpoint: str | None = None, **more: Any) -> dict[str, Any]:
+        names = {"service_name": server_context.bento_name,
+                 "service_version": server_context.bento_version,
+                 "runner_name": server_context.service_name, **more}
+        return names if endpoint is None else {"endpoint": endpoint, **names}
+
+    def _route_children(self, label: str) -> tuple[Any, Any]:
+        children = self._per_route.get(label)
+        if children is None:
+            skipped = label.startswith(tuple(self.skip_paths))  # as BentoML: no timestamp
+            children = self._per_route[label] = (
+                None if skipped else self.metrics_last_request_timestamp.labels(
+                    **self._labels()),
+                self.metrics_request_in_progress.labels(**self._labels(label)))
+        return children
+
+    def _answer_children(self, label: str, status: int) -> tuple[Any, Any]:
+        children = self._per_answer.get((label, status))
+        if children is None:
+            names = self._labels(label, http_response_code=status)
+            children = self._per_answer[label, status] = (
+                self.metrics_request_total.labels(**names),
+                self.metrics_request_duration.labels(**names))
+        return children
 
 
 def is_client_error(error: BaseException | None) -> bool:

@@ -272,10 +272,21 @@ def test_unknown_paths_share_one_metrics_label(served_models: Path, tmp_path: Pa
             sizes.append(len(metrics))
     print(f"/metrics after 1,000 and 3,000 unknown paths: {sizes} bytes")
     assert sizes[1] < 1 << 20 and sizes[1] - sizes[0] < 1024  # a few digits more, no series
-    counts = {}  # (endpoint, status) -> requests
+    counts, durations, in_progress = {}, {}, {}  # (endpoint, status) / endpoint -> value
+    last_request = 0.0
     for line in metrics.decode().splitlines():
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        value = float(line.split()[-1]) if labels else 0.0
         if line.startswith("bentoml_service_request_total{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            counts[labels["endpoint"], labels["http_response_code"]] = float(line.split()[-1])
+            counts[labels["endpoint"], labels["http_response_code"]] = value
+        elif line.startswith("bentoml_service_request_duration_seconds_count{"):
+            durations[labels["endpoint"], labels["http_response_code"]] = value
+        elif line.startswith("bentoml_service_request_in_progress{"):
+            in_progress[labels["endpoint"]] = value
+        elif line.startswith("bentoml_service_last_request_timestamp_seconds{"):
+            last_request = value
     assert counts["/{unmatched}", "404"] == 3000 and counts["/sample", "200"] == 1
+    assert durations == {key: n for key, n in counts.items() if n}  # one per answer
+    assert in_progress["/sample"] == 0 and in_progress["/{unmatched}"] == 0
+    assert abs(last_request - time.time()) < 60
     assert {endpoint for endpoint, _ in counts} <= {*OWN_ROUTES, "/readyz", "/{unmatched}"}

@@ -219,3 +219,15 @@ def test_inpaint_counts_its_completions_in_the_metrics(client) -> None:
     lines = [line for line in text.splitlines() if line.startswith(
         'counterfeit_images_generated_total{endpoint="inpaint",model="paint"}')]
     assert lines and float(lines[0].split()[-1]) >= 6
+
+
+@pytest.mark.parametrize("array", [
+    np.random.default_rng(0).random((1, 1, 28, 28), np.float32),
+    np.zeros((5, 784), np.uint8), np.zeros((0, 784), np.float32), np.array(3.0, np.float32),
+    np.arange(6, dtype=np.float64).reshape(2, 3).T,  # not C-ordered: written as it would be
+    np.ones((2, 2), ">f4")], ids=lambda a: f"{a.dtype.str}{a.shape}")
+def test_npy_answers_are_the_bytes_np_save_writes(array: np.ndarray) -> None:
+    """encode_npy makes each header once; its bytes stay np.save's, twice over (cached)."""
+    saved = io.BytesIO()
+    np.save(saved, np.ascontiguousarray(array), allow_pickle=False)
+    assert encode_npy(array) == saved.getvalue() == encode_npy(array.copy())

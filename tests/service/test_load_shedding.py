@@ -212,6 +212,62 @@ def test_a_client_that_leaves_is_noticed_and_its_answer_recorded_as_499() -> Non
     asyncio.run(scenario())
 
 
+class _Cycle:
+    """uvicorn's RequestResponseCycle as far as LoadShedder reads it: `receive` is its
+    bound method, `disconnected` is set when the connection is lost mid-request, and no
+    http.disconnect message comes while the app has not answered."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.messages = list(messages)
+        self.disconnected = False
+        self.sent: list[dict] = []
+        self.received_after_body = 0
+
+    async def receive(self) -> dict:
+        if self.messages:
+            return self.messages.pop(0)
+        self.received_after_body += 1
+        await asyncio.Event().wait()  # uvicorn: until the answer is done (never, here)
+
+    async def send(self, message: dict) -> None:
+        self.sent.append(message)
+
+
+def test_under_uvicorn_a_gone_client_is_read_from_the_server_without_a_watcher() -> None:
+    """EarlyShedding hands LoadShedder the server's connection state, so no task per
+    request awaits receive(); the client leaving is still noticed, and answered 499."""
+    async def scenario() -> None:
+        app = _HeldApp()
+        front = EarlyShedding(LoadShedder(app, max_in_flight=4))
+        cycle = _Cycle(_request()[1])
+        task = asyncio.create_task(front(_request()[0], cycle.receive, cycle.send))
+        await _until(lambda: app.entered == 1)
+        client = app.clients[0]
+        assert client.connection is cycle and not client.gone
+        cycle.disconnected = True  # the connection is lost while the request waits
+        assert client.gone and client.drop_if_gone()
+        cycle.disconnected = False  # once seen gone, it stays gone
+        assert client.gone
+        app.release.set()
+        await task
+        assert cycle.sent[0]["status"] == CLIENT_CLOSED_REQUEST
+        assert cycle.received_after_body == 0  # nothing awaited the client's messages
+
+        answered = _Cycle(_request()[1])  # lost after the answer: not gone
+        await front(_request()[0], answered.receive, answered.send)
+        answered.disconnected = True
+        assert answered.sent[0]["status"] == 200 and not app.clients[1].gone
+
+    asyncio.run(scenario())
+
+
+def test_a_receive_that_is_not_the_servers_gives_no_connection() -> None:
+    assert load_shedding.server_connection(_Connection([]).receive) is None
+    assert load_shedding.server_connection(lambda: None) is None
+    cycle = _Cycle([])
+    assert load_shedding.server_connection(cycle.receive) is cycle
+
+
 def test_early_shedding_refuses_before_the_app_while_a_shedder_is_full() -> None:
     async def scenario() -> None:
         inner = _HeldApp()
@@ -223,7 +279,9 @@ def test_early_shedding_refuses_before_the_app_while_a_shedder_is_full() -> None
         await early(_request()[0], conn.receive, conn.send)
         assert conn.status == 200 and front.entered == 1  # not full: passed on
 
-        shedder.in_flight = 1  # full
+        held = _Connection(_request()[1])  # one request held in the shedder: full
+        holding = asyncio.create_task(shedder(_request()[0], held.receive, held.send))
+        await _until(lambda: inner.entered == 1)
         conn = _Connection(_request()[1])
         await asyncio.wait_for(early(_request()[0], conn.receive, conn.send), 1)
         assert conn.status == 503 and front.entered == 1
@@ -231,7 +289,11 @@ def test_early_shedding_refuses_before_the_app_while_a_shedder_is_full() -> None
         conn = _Connection(_request("/readyz")[1])
         await early(_request("/readyz")[0], conn.receive, conn.send)
         assert conn.status == 200 and front.entered == 2
-        shedder.in_flight = 0
+        inner.release.set()  # answered: no longer full, passed on again
+        await holding
+        conn = _Connection(_request()[1])
+        await early(_request()[0], conn.receive, conn.send)
+        assert conn.status == 200 and front.entered == 3
 
     asyncio.run(scenario())
 
