@@ -79,7 +79,7 @@ Upload = Annotated[Path, Field(description="A .npy of (n, *image shape) or (n, p
 
 log = logging.getLogger("counterfeit")
 check_or_exit(SETTINGS)
-bentoml_fixes.install(WORK_THREADS)
+bentoml_fixes.install(WORK_THREADS, tracing=SETTINGS.tracing)
 connections.install(SETTINGS)  # request heads: size, time; idle and too many connections
 
 

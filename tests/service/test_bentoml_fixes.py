@@ -183,3 +183,24 @@ def test_requests_are_labelled_by_the_route_they_match_never_by_their_path() -> 
     assert {label("GET", f"/no-such-path-{i}") for i in range(100)} == {UNMATCHED}
     assert label("POST", "/sample/") == UNMATCHED
     assert route_label({"type": "http", "method": "GET", "path": "/sample"}) == UNMATCHED
+
+
+def test_the_tracing_middleware_is_there_only_when_tracing_is_on(client) -> None:
+    """With tracing off (the default) every path was excluded from it, so BentoML's
+    OpenTelemetry middleware only parsed and matched each request's URL: it is left out.
+    COUNTERFEIT_TRACING=on keeps BentoML's own middleware list."""
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    from service.asgi import bentoml_fixes
+
+    classes = {m.cls for m in client.app.user_middleware}
+    assert OpenTelemetryMiddleware not in classes
+    assert bentoml_fixes.RouteLabelledTrafficMetrics in classes  # the rest is there
+    assert client.post("/sample", json={"n": 1, "seed": 1}).status_code == 200
+    threads = bentoml_fixes._work_thread_count
+    try:
+        bentoml_fixes.install(threads, tracing=True)
+        assert ServiceAppFactory.middlewares.fget is bentoml_fixes._bentoml_middlewares.fget
+    finally:
+        bentoml_fixes.install(threads, tracing=False)
