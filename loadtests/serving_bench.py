@@ -207,17 +207,21 @@ def pin(core: int | None) -> Callable[[], None] | None:
 
 
 def measure(loads: list[str], repetitions: int, seconds: float, server_core: int | None,
-            load_core: int | None, progress: Callable[[str], None] = print
+            load_core: int | None, progress: Callable[[str], None] = print,
+            each_repetition: Callable[[], None] | None = None,
             ) -> tuple[dict[str, Row], list[Contender]]:
     """Every load against every contender that serves it, alternating (module docstring).
     One server runs at a time: an idle one is not idle everywhere (LitServe's batching
-    loop polls, a fifth of a core)."""
+    loop polls, a fifth of a core). `each_repetition` runs at the start of each repetition,
+    with no server up (the in-process baselines, so that they alternate too)."""
     with tempfile.TemporaryDirectory(prefix="counterfeit-bench-") as tmp:
         state = Path(tmp)
         chosen = contenders(state)
         rows = {name: Row(name) for name in loads}
         score, logits = score_load()
         for rep in range(repetitions):
+            if each_repetition is not None:
+                each_repetition()
             for c in chosen[rep % len(chosen):] + chosen[:rep % len(chosen)]:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"

@@ -116,3 +116,27 @@ def test_the_gpu_section_is_replaced_in_place_and_the_analysis_kept(tmp_path) ->
     text = out.read_text()
     assert text.count(START) == 1 and "first" not in text and "second" in text
     assert text.index(END) < text.index("<!-- analysis") and text.endswith("prose\n")
+
+
+def test_the_in_process_baseline_is_measured_in_every_repetition_with_no_server_up(
+        monkeypatch) -> None:
+    """Measured once, the in-process figure was at the mercy of the machine's drift; now
+    it alternates with the servers like every other run."""
+    from contextlib import contextmanager
+
+    events = []
+
+    @contextmanager
+    def fake_running(command, url, log, env, preexec_fn):
+        events.append("server up")
+        yield None
+        events.append("server down")
+
+    fake = serving_bench.Contender("fake", lambda port: ["true"], {}, frozenset())
+    monkeypatch.setattr(serving_bench, "contenders", lambda state: [fake, fake])
+    monkeypatch.setattr(serving_bench, "running", fake_running)
+    monkeypatch.setattr(serving_bench, "score_load", lambda: (None, None))
+    serving_bench.measure([], 3, 0.1, None, None, progress=lambda line: None,
+                          each_repetition=lambda: events.append("in-process"))
+    assert events == ["in-process", "server up", "server down", "server up",
+                      "server down"] * 3
