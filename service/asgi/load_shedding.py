@@ -211,28 +211,17 @@ class LoadShedder:
         if self.full:  # filled up while the body came in
             await self.shed(send)
             return
-        global _in_flight_total
-        global _full_shedders
         client = Client(_CONNECTION.get())
-        self.in_flight += 1
-        _in_flight_total += 1
-        if self.in_flight == self.max_in_flight:
-            _full_shedders += 1
-        self.metrics.REQUESTS_IN_FLIGHT.inc()
+        self._count_in_flight(+1)
         released = False
 
         def release() -> None:
             """The slot is free once the answer is complete (what runs after it, closing an
             upload, must not refuse the client's next request) or the app has ended."""
-            global _in_flight_total, _full_shedders
             nonlocal released
             if not released:
                 released = True
-                if self.in_flight == self.max_in_flight:
-                    _full_shedders -= 1
-                self.in_flight -= 1
-                _in_flight_total -= 1
-                self.metrics.REQUESTS_IN_FLIGHT.dec()
+                self._count_in_flight(-1)
 
         watcher = (asyncio.ensure_future(client.watch(receive))
                    if client.connection is None else None)
@@ -247,6 +236,16 @@ class LoadShedder:
             if client.gone:
                 work = "skipped" if client.skipped else "done"
                 self.metrics.REQUESTS_ABANDONED.labels(work).inc()
+
+    def _count_in_flight(self, change: int) -> None:
+        """One request more (+1) or fewer (-1) in flight: this shedder's count, the
+        process's, the number of full shedders (EarlyShedding's shortcut), the gauge."""
+        global _in_flight_total, _full_shedders
+        was_full = self.full
+        self.in_flight += change
+        _in_flight_total += change
+        _full_shedders += int(self.full) - int(was_full)
+        self.metrics.REQUESTS_IN_FLIGHT.inc(change)
 
     async def shed(self, send: Any) -> None:
         """Answer 503, the one error body and Retry-After."""
